@@ -1,0 +1,1 @@
+"""Readers, phantom generator and datalist builder for the figshare brain tumour dataset."""

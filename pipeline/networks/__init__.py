@@ -1,0 +1,1 @@
+"""Networks the bundle configs declare as ``network_def``."""
