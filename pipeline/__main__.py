@@ -1,0 +1,30 @@
+"""``python -m pipeline <command>``: thin entry points over the data tools and the bundle workflows."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("synth", "prepare", "download", "train", "evaluate", "infer", "demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the chosen command and return its exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Brain tumour segmentation in 2D MRI slices with a MONAI bundle and a custom U-Net.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"pipeline.commands.{name}")
+        module.add_parser(subparsers).set_defaults(run=module.run)
+    args, extra = parser.parse_known_args(argv)
+    args.overrides = extra
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

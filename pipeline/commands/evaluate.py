@@ -1,0 +1,55 @@
+"""``python -m pipeline evaluate``: score the trained model per slice, tumour type and patient."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``evaluate`` command."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate the trained model (configs/train.json + evaluate.json)",
+        description="Evaluate <bundle>/models/model.pt on a split of DATASET_DIR/datalist.json at each slice's "
+        "own resolution: Dice and HD95 per slice, per tumour type and per patient (CSV, JSON, PNG).",
+    )
+    parser.add_argument("--dataset-dir", type=Path, required=True, help="folder holding datalist.json")
+    parser.add_argument("--split", default="test", help="datalist list to evaluate (default: %(default)s)")
+    add_bundle_arguments(parser)
+    parser.set_defaults(accepts_overrides=True)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation workflow and print the summary per tumour type."""
+    workflow = run_bundle(
+        args.bundle,
+        ["train.json", "evaluate.json"],
+        "eval",
+        dataset_dir=str(args.dataset_dir.resolve()),
+        eval_split=args.split,
+        **device_override(args.device),
+        **parse_overrides(args.overrides),
+    )
+    output_dir = Path(workflow.parser.get_parsed_content("output_dir"))
+    summary = json.loads((output_dir / "summary.json").read_text())
+    print(format_summary(summary))
+    print(f"report: {output_dir}")
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    """One line per tumour type and one overall line: n, mean and median Dice, median HD95."""
+    lines = [f"{'tumour type':<12} {'n':>4} {'Dice mean':>9} {'median':>7} {'HD95 median':>11}"]
+    rows = [*summary["per_tumor_type"].items(), ("all", summary["overall"])]
+    for name, stats in rows:
+        hd95 = stats["hd95_median"]
+        hd95_text = "n/a" if hd95 is None else f"{hd95:.1f}"
+        lines.append(
+            f"{name:<12} {stats['n']:>4} {stats['dice_mean']:>9.3f} {stats['dice_median']:>7.3f} {hd95_text:>11}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Tables and figures written from training and evaluation results."""
