@@ -21,7 +21,9 @@ def default_bundle_dir() -> Path:
 
 def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments shared by the commands that run a bundle config."""
-    parser.add_argument("--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)")
+    parser.add_argument(
+        "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
+    )
     parser.add_argument(
         "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: CUDA if available, else CPU)"
     )

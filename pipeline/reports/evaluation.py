@@ -90,7 +90,9 @@ def write_evaluation_report(
     summary = {"overall": _statistics(results), "per_tumor_type": per_type, "per_patient": per_patient}
 
     write_text_atomic(output_dir / "per_slice.csv", _csv_text([asdict(r) for r in results]))
-    write_text_atomic(output_dir / "per_tumor_type.csv", _csv_text([{"tumor_type": k, **v} for k, v in per_type.items()]))
+    write_text_atomic(
+        output_dir / "per_tumor_type.csv", _csv_text([{"tumor_type": k, **v} for k, v in per_type.items()])
+    )
     write_text_atomic(output_dir / "per_patient.csv", _csv_text([{"pid": k, **v} for k, v in per_patient.items()]))
     write_text_atomic(output_dir / "summary.json", json.dumps(_json_safe(summary), indent=2) + "\n")
 

@@ -1,0 +1,48 @@
+"""``python -m pipeline download``: fetch the figshare dataset, then prepare it with the author's folds."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.data.datalist import DATALIST_NAME, format_summary
+from pipeline.data.download import FIGSHARE_DOI, DownloadError, download_figshare
+from pipeline.data.errors import DatasetError
+from pipeline.data.prepare import prepare_dataset
+
+DOWNLOAD_DIR = "downloads"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``download`` and its options."""
+    parser = subparsers.add_parser(
+        "download",
+        help="fetch the figshare brain tumour dataset and prepare it",
+        description=(
+            f"Fetch the four figshare archives and cvind.mat (doi:{FIGSHARE_DOI}) into OUT/{DOWNLOAD_DIR}/, "
+            "checking their MD5 and skipping files already complete, then prepare OUT with the author's folds."
+        ),
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the dataset folder")
+    parser.add_argument("--mirror", help="a folder or base URL (https://, file://) holding the files by name")
+    parser.add_argument("--val-fold", type=int, default=4, help="validation fold (default: %(default)s)")
+    parser.add_argument("--test-fold", type=int, default=5, help="test fold (default: %(default)s)")
+    parser.add_argument("--to-nifti", action="store_true", help="convert every slice to NIfTI under OUT/nifti/")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Download, then prepare; print the summary, or the problem and return 1."""
+    downloads = Path(args.out) / DOWNLOAD_DIR
+    try:
+        download_figshare(downloads, args.mirror, progress=sys.stderr.isatty())
+        datalist = prepare_dataset(
+            downloads, args.out, val_fold=args.val_fold, test_fold=args.test_fold, to_nifti=args.to_nifti
+        )
+    except (DownloadError, ValueError) as error:
+        problems = error.problems if isinstance(error, DatasetError) else [str(error)]
+        for line in problems:
+            print(line, file=sys.stderr)
+        return 1
+    print(format_summary(datalist))
+    print(f"wrote {Path(args.out) / DATALIST_NAME}")
+    return 0

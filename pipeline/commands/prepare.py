@@ -1,0 +1,74 @@
+"""``python -m pipeline prepare``: check a dataset, split it patient-wise and write its ``datalist.json``."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.data.datalist import DATALIST_NAME, format_summary
+from pipeline.data.errors import DatasetError
+from pipeline.data.prepare import LEAK_WARNING, META_FOLDS, prepare_dataset
+from pipeline.data.split import DEFAULT_FRACTIONS
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``prepare`` and its options."""
+    parser = subparsers.add_parser(
+        "prepare",
+        help="check a dataset and write a patient-wise datalist.json",
+        description=(
+            "Find the layout of SRC (N.mat files, the figshare zips, images/+masks/ PNG pairs or images/+labels/ "
+            "NIfTI pairs), check every slice, split patients into training/validation/test and write "
+            f"OUT/{DATALIST_NAME}. Every bad file is listed, and then nothing is written."
+        ),
+    )
+    parser.add_argument("--src", type=Path, required=True, help="the source folder")
+    parser.add_argument("--out", type=Path, required=True, help="the dataset folder that receives the datalist")
+    parser.add_argument("--meta", type=Path, help="CSV with index,label,label_name,pid,fold for image/NIfTI pairs")
+    parser.add_argument(
+        "--folds",
+        help=f"fold source for --val-fold/--test-fold: a cvind.mat, or '{META_FOLDS}' for the --meta fold column "
+        "(default: cvind.mat beside the data, else the --meta fold column)",
+    )
+    parser.add_argument("--val-fold", type=int, help="use the folds: this fold is the validation set")
+    parser.add_argument("--test-fold", type=int, help="use the folds: this fold is the test set (default: none)")
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=list(DEFAULT_FRACTIONS),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="share of patients per set when no fold is chosen (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient draw (default: %(default)s)")
+    parser.add_argument("--binarize", action="store_true", help="threshold grey masks at half their maximum")
+    parser.add_argument("--to-nifti", action="store_true", help="convert every pair to NIfTI under OUT/nifti/")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare the dataset; print the summary, or every problem found and return 1."""
+    try:
+        datalist = prepare_dataset(
+            args.src,
+            args.out,
+            meta=args.meta,
+            folds=args.folds,
+            val_fold=args.val_fold,
+            test_fold=args.test_fold,
+            fractions=args.fractions,
+            seed=args.seed,
+            binarize=args.binarize,
+            to_nifti=args.to_nifti,
+        )
+    except ValueError as error:
+        problems = error.problems if isinstance(error, DatasetError) else [str(error)]
+        for line in problems:
+            print(line, file=sys.stderr)
+        print(f"prepare: {len(problems)} problem(s) found; no datalist written", file=sys.stderr)
+        return 1
+    if not datalist["split"]["patients_known"]:
+        banner = "!" * 100
+        print(f"{banner}\nWARNING: {LEAK_WARNING}\n{banner}", file=sys.stderr)
+    print(format_summary(datalist))
+    print(f"wrote {Path(args.out) / DATALIST_NAME}")
+    return 0

@@ -1,0 +1,114 @@
+"""Fetch the figshare brain tumour dataset (four archives and ``cvind.mat``), checked and resumable.
+
+Files come from figshare (doi:10.6084/m9.figshare.1512427) or from a mirror: a local folder or a base URL
+(``https://``, ``file://``) holding the files under their figshare names. Each file is fetched with MONAI's
+``download_url`` into ``<name>.part`` and renamed to ``<name>`` only once complete and checked, so a file under
+its final name is always whole; a second run skips every file already present with the published MD5.
+"""
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from monai.apps.utils import HashCheckError, check_hash, download_url
+
+logger = logging.getLogger(__name__)
+
+FIGSHARE_DOI = "10.6084/m9.figshare.1512427"
+FIGSHARE_DOWNLOAD_BASE = "https://figshare.com/ndownloader/files"
+HASH_TYPE = "md5"
+PART_SUFFIX = ".part"
+URL_SCHEMES = ("http", "https", "ftp", "file")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One published file.
+
+    Args:
+        name: the file name, on figshare and on disk.
+        file_id: figshare's id of the file (its download address is ``FIGSHARE_DOWNLOAD_BASE/<file_id>``).
+        md5: the published MD5 checksum, or ``None`` where none is known (the file is then not verified).
+    """
+
+    name: str
+    file_id: int
+    md5: str | None
+
+
+# Ids and MD5 checksums as figshare's API lists them for version 8 of the article.
+FIGSHARE_FILES = (
+    RemoteFile("brainTumorDataPublic_1-766.zip", 3381290, "74b949ad33f042e6e103523091cd1428"),
+    RemoteFile("brainTumorDataPublic_767-1532.zip", 3381296, "7e8a875500d2c8a346f270538e29890e"),
+    RemoteFile("brainTumorDataPublic_1533-2298.zip", 3381293, "8227bf6080cb71f15a88be8d25c79ae7"),
+    RemoteFile("brainTumorDataPublic_2299-3064.zip", 3381302, "b378a80d6174e5317d59eb28430c6652"),
+    RemoteFile("cvind.mat", 7005344, "5ea82eb3212c9fcb84290ccf0beb486d"),
+)
+
+
+class DownloadError(RuntimeError):
+    """A file that could not be fetched or failed its checksum; the message starts with its address."""
+
+
+def file_url(remote: RemoteFile, mirror: str | os.PathLike | None = None) -> str:
+    """The address of ``remote``: figshare's download address, or its name under ``mirror`` (a folder or base URL)."""
+    if mirror is None:
+        return f"{FIGSHARE_DOWNLOAD_BASE}/{remote.file_id}"
+    mirror = str(mirror)
+    # One-letter "schemes" are Windows drive letters, i.e. folders.
+    scheme = urlparse(mirror).scheme
+    if len(scheme) > 1:
+        if scheme not in URL_SCHEMES:
+            raise DownloadError(f"{mirror}: unsupported mirror address (use a folder or one of {URL_SCHEMES})")
+        return f"{mirror.rstrip('/')}/{quote(remote.name)}"
+    folder = Path(mirror).expanduser()
+    if not folder.is_dir():
+        raise DownloadError(f"{mirror}: mirror folder does not exist")
+    return (folder.resolve() / remote.name).as_uri()
+
+
+def fetch_files(
+    files: Sequence[RemoteFile], out_dir: Path, mirror: str | os.PathLike | None = None, progress: bool = True
+) -> list[Path]:
+    """Fetch every file of ``files`` into ``out_dir``, skipping those already there with a good checksum.
+
+    A file present under its final name with a wrong checksum is fetched again and replaced only by a good
+    copy. Raises ``DownloadError`` naming the address when a file cannot be fetched or fails its checksum.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [_fetch(remote, file_url(remote, mirror), out_dir / remote.name, progress) for remote in files]
+
+
+def download_figshare(out_dir: Path, mirror: str | os.PathLike | None = None, progress: bool = True) -> list[Path]:
+    """Fetch the figshare archives and ``cvind.mat`` into ``out_dir`` (see ``fetch_files``)."""
+    return fetch_files(FIGSHARE_FILES, out_dir, mirror, progress)
+
+
+def _fetch(remote: RemoteFile, url: str, target: Path, progress: bool) -> Path:
+    if target.is_file():
+        if remote.md5 is None:
+            logger.info("%s: present, no published checksum to verify it against; kept", target)
+            return target
+        if check_hash(target, remote.md5, HASH_TYPE):
+            logger.info("%s: present with the published %s; skipped", target, HASH_TYPE)
+            return target
+        logger.warning("%s: %s differs from the published one; fetching it again", target, HASH_TYPE)
+    part = target.with_name(target.name + PART_SUFFIX)
+    part.unlink(missing_ok=True)
+    try:
+        download_url(url, part, hash_val=remote.md5, hash_type=HASH_TYPE, progress=progress)
+    except HashCheckError:
+        raise DownloadError(
+            f"{url}: {HASH_TYPE} checksum mismatch, expected {remote.md5}: the file is damaged or not the "
+            f"published {remote.name}; nothing was replaced"
+        ) from None
+    except (OSError, RuntimeError) as error:
+        raise DownloadError(f"{url}: download failed ({error})") from None
+    if not part.is_file():
+        raise DownloadError(f"{url}: download failed (nothing was written to {part})")
+    os.replace(part, target)
+    return target

@@ -1,0 +1,234 @@
+"""The bundle end to end on phantom data: train, evaluate, infer, metadata and properties."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+from monai.transforms import LoadImage
+from PIL import Image
+
+from pipeline.__main__ import main
+from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
+from pipeline.data.phantom import synthesize_dataset
+from pipeline.data.prepare import prepare_dataset
+from pipeline.workflow import default_bundle_dir, parse_overrides, run_bundle
+
+BUNDLE = default_bundle_dir()
+CONFIGS = BUNDLE / "configs"
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+TINY = {
+    "image_size": 32,
+    "network_def#features": [4, 8, 16, 32, 64],
+    "epochs": 1,
+    "warmup_epochs": 0,
+    "batch_size": 4,
+    "num_workers": 0,
+    "progress_bar": False,
+    "device": "$torch.device('cpu')",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Phantoms -> prepare -> one epoch of training through the standard `python -m monai.bundle run`."""
+    root = tmp_path_factory.mktemp("bundle")
+    synthesize_dataset(root / "raw", patients=10, slices_per_patient=2, size=128, seed=3)
+    prepare_dataset(root / "raw", root / "dataset", seed=3)
+    ckpt_dir, train_dir = root / "models", root / "training"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
+    command += ["--dataset_dir", str(root / "dataset"), "--ckpt_dir", str(ckpt_dir), "--output_dir", str(train_dir)]
+    for key, value in TINY.items():
+        command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"root": root, "dataset": root / "dataset", "ckpt_dir": ckpt_dir, "train_dir": train_dir}
+
+
+def test_one_epoch_of_training_writes_best_and_resumable_checkpoints(trained):
+    best = torch.load(trained["ckpt_dir"] / "model.pt", map_location="cpu", weights_only=True)
+    assert any(key.endswith("weight") for key in best)
+    (latest,) = trained["ckpt_dir"].glob("latest_checkpoint*.pt")
+    state = torch.load(latest, map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
+    assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]  # one full epoch
+    curve = (trained["train_dir"] / "learning_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch,train_loss") and "val_mean_dice" in curve[0] and len(curve) == 2
+    assert (trained["train_dir"] / "learning_curve.png").stat().st_size > 0
+
+
+def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp_path):
+    datalist = json.loads((trained["dataset"] / "datalist.json").read_text())
+    run_bundle(
+        BUNDLE,
+        ["train.json", "evaluate.json"],
+        "eval",
+        dataset_dir=str(trained["dataset"]),
+        ckpt_dir=str(trained["ckpt_dir"]),
+        output_dir=str(tmp_path),
+        **TINY,
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["per_tumor_type"]) == {entry["tumor_type_name"] for entry in datalist["test"]}
+    assert set(summary["per_patient"]) == {entry["pid"] for entry in datalist["test"]}
+    assert summary["overall"]["n"] == len(datalist["test"])
+    assert 0.0 <= summary["overall"]["dice_mean"] <= 1.0
+    per_slice = (tmp_path / "per_slice.csv").read_text().splitlines()
+    assert per_slice[0] == "slice_id,filename,pid,tumor_type_name,dice,hd95"
+    assert len(per_slice) == 1 + len(datalist["test"])
+    for figure in ("dice_by_tumor_type.png", "overlays_best_median_worst.png"):
+        assert (tmp_path / figure).stat().st_size > 0
+    assert (tmp_path / "test_mean_dice_raw.csv").is_file()
+
+
+def _threshold_network_checkpoint(path: Path) -> dict:
+    """A 1x1 conv whose tumour logit wins exactly where the normalised image exceeds 0.5, and its override."""
+    network = torch.nn.Conv2d(1, 2, kernel_size=1)
+    with torch.no_grad():
+        network.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
+        network.bias.copy_(torch.tensor([0.5, -0.5]))
+    torch.save(network.state_dict(), path)
+    return {"network_def": {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}}
+
+
+def _bright_corner_image(rows: int = 96, cols: int = 64) -> np.ndarray:
+    """A non-square slice (display orientation) that is bright only in its top-left corner."""
+    image = np.full((rows, cols), 20, dtype=np.int16)
+    image[: rows // 3, : cols // 2] = 230
+    return image
+
+
+def _write_slice_in_three_formats(folder: Path) -> np.ndarray:
+    display = _bright_corner_image()
+    folder.mkdir()
+    mask = np.zeros_like(display, dtype=np.uint8)
+    mask[:4, :4] = 1
+    write_figshare_slice(folder / "1.mat", display, mask, 1, "P1")
+    Image.fromarray(display.astype(np.uint8)).save(folder / "2.png")
+    # MONAI arrays are indexed (x, y): the NIfTI holds the transposed display array.
+    nib.save(nib.Nifti1Image(display.T.astype(np.float32), np.eye(4)), folder / "3.nii.gz")
+    return display
+
+
+def test_inference_masks_keep_each_inputs_size_and_orientation(tmp_path):
+    display = _write_slice_in_three_formats(tmp_path / "inputs")
+    network = _threshold_network_checkpoint(tmp_path / "model.pt")
+    for output_format in ("nii.gz", "png"):
+        out = tmp_path / f"out_{output_format}"
+        run_bundle(
+            BUNDLE,
+            ["inference.json"],
+            "infer",
+            dataset_dir=str(tmp_path / "inputs"),
+            ckpt_dir=str(tmp_path),
+            output_dir=str(out),
+            output_ext=f".{output_format}",
+            image_size=32,
+            num_workers=0,
+            device="$torch.device('cpu')",
+            **network,
+        )
+        expected = display.T > 100  # MONAI orientation of the bright corner
+        for stem in ("1", "2", "3"):
+            mask = np.asarray(LoadImage(image_only=True)(out / f"{stem}_seg.{output_format}")) > 0
+            assert mask.shape == expected.shape, (stem, output_format)
+            agreement = (mask & expected).sum() / (mask | expected).sum()
+            assert agreement > 0.9, (stem, output_format, agreement)
+            assert (out / "overlays" / f"{stem}_overlay.png").is_file()
+    mat = np.asarray(LoadImage(image_only=True, reader=FigshareMatReader(field="image"))(tmp_path / "inputs/1.mat"))
+    assert mat.shape == display.T.shape
+
+
+def test_a_checkpoint_saved_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monkeypatch):
+    (tmp_path / "inputs").mkdir()
+    Image.fromarray(_bright_corner_image().astype(np.uint8)).save(tmp_path / "inputs" / "slice.png")
+    with monkeypatch.context() as patch:
+        # Tag every storage as CUDA, exactly what torch.save writes for a model trained on a GPU.
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        network = _threshold_network_checkpoint(tmp_path / "model.pt")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(tmp_path / "model.pt", weights_only=True)
+    run_bundle(
+        BUNDLE,
+        ["inference.json"],
+        "infer",
+        dataset_dir=str(tmp_path / "inputs"),
+        ckpt_dir=str(tmp_path),
+        output_dir=str(tmp_path / "out"),
+        image_size=32,
+        num_workers=0,
+        device="$torch.device('cpu')",
+        **network,
+    )
+    assert (tmp_path / "out" / "slice_seg.nii.gz").is_file()
+
+
+@pytest.mark.parametrize(("config", "workflow_type"), [("train.json", "train"), ("inference.json", "infer")])
+def test_bundle_configs_define_every_property_monai_requires(config, workflow_type, trained):
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / config),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        dataset_dir=str(trained["dataset"]),
+        **TINY,
+    )
+    workflow.initialize()
+    assert not workflow.check_properties()
+
+
+def test_metadata_is_valid_against_the_monai_schema(tmp_path):
+    if not SCHEMA.is_file():
+        pytest.skip(f"MONAI's metadata schema not found at {SCHEMA}")
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_network_input_and_output_match_the_metadata():
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        device="cpu",
+        **{"network_def#features": [4, 8, 16, 32, 64]},
+    )
+
+
+def test_demo_runs_every_stage_in_short_form(tmp_path, capsys):
+    arguments = ["demo", "--out", str(tmp_path), "--patients", "6", "--slices", "2", "--size", "128", "--device", "cpu"]
+    for key, value in TINY.items():
+        if key != "device":
+            arguments += [f"--{key}", json.dumps(value)]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "test Dice per tumour type" in printed
+    datalist = json.loads((tmp_path / "dataset" / "datalist.json").read_text())
+    masks = sorted(path.name for path in (tmp_path / "predictions").glob("*_seg.nii.gz"))
+    assert len(masks) == len(datalist["test"]) > 0
+    assert (tmp_path / "evaluation" / "summary.json").is_file()
+
+
+def test_overrides_are_parsed_as_json_where_possible():
+    overrides = parse_overrides(["--epochs", "5", "--train#dataloader#batch_size", "4", "--tag", "run-a"])
+    assert overrides == {"epochs": 5, "train#dataloader#batch_size": 4, "tag": "run-a"}
+    with pytest.raises(SystemExit, match="needs a value"):
+        parse_overrides(["--epochs"])
+
+
+def test_every_command_has_help():
+    for command in ("synth", "prepare", "download", "train", "evaluate", "infer", "demo"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", command, "--help"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        assert result.returncode == 0 and "usage: python -m pipeline" in result.stdout, command

@@ -1,0 +1,126 @@
+"""``download``: checked, resumable fetching from figshare or a mirror, then ``prepare`` with the author's folds."""
+
+import argparse
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.commands import download as download_command
+from pipeline.data import download
+from pipeline.data.download import FIGSHARE_FILES, DownloadError, RemoteFile, fetch_files, file_url
+from pipeline.data.figshare import read_cvind
+from pipeline.data.phantom import synthesize_dataset
+
+ARCHIVES = {"brainTumorDataPublic_1-766.zip": range(1, 11), "brainTumorDataPublic_767-1532.zip": range(11, 21)}
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory) -> Path:
+    """A mirror folder with the figshare file names: two archives of phantom slices and cvind.mat."""
+    phantom = tmp_path_factory.mktemp("phantom")
+    synthesize_dataset(phantom, patients=10, slices_per_patient=2, size=128, seed=1)
+    folder = tmp_path_factory.mktemp("mirror")
+    for archive, numbers in ARCHIVES.items():
+        with zipfile.ZipFile(folder / archive, "w") as bundle:
+            for number in numbers:
+                bundle.write(phantom / f"{number}.mat", f"{number}.mat")
+    (folder / "cvind.mat").write_bytes((phantom / "cvind.mat").read_bytes())
+    return folder
+
+
+@pytest.fixture
+def table(mirror) -> tuple[RemoteFile, ...]:
+    """The mirror's files with their true checksums."""
+    names = [*ARCHIVES, "cvind.mat"]
+    return tuple(RemoteFile(name, index, md5(mirror / name)) for index, name in enumerate(names))
+
+
+def run_download(*argv) -> int:
+    parser = argparse.ArgumentParser()
+    download_command.add_parser(parser.add_subparsers())
+    return download_command.run(parser.parse_args(["download", *map(str, argv)]))
+
+
+def test_file_url_is_figshare_by_default_and_the_file_name_under_a_mirror(tmp_path):
+    remote = FIGSHARE_FILES[0]
+    assert file_url(remote) == f"https://figshare.com/ndownloader/files/{remote.file_id}"
+    assert file_url(remote, "https://example.org/data/") == f"https://example.org/data/{remote.name}"
+    assert file_url(remote, tmp_path) == (tmp_path.resolve() / remote.name).as_uri()
+    with pytest.raises(DownloadError, match="mirror folder does not exist"):
+        file_url(remote, tmp_path / "missing")
+
+
+@pytest.mark.parametrize("as_url", [False, True], ids=["folder", "file-url"])
+def test_fetch_copies_every_file_from_a_mirror(mirror, table, tmp_path, as_url):
+    out = tmp_path / "downloads"
+    paths = fetch_files(table, out, mirror.as_uri() if as_url else mirror, progress=False)
+    assert [path.name for path in paths] == [remote.name for remote in table]
+    assert all(path.read_bytes() == (mirror / path.name).read_bytes() for path in paths)
+    assert not list(out.glob("*.part"))
+
+
+def test_fetch_skips_files_already_complete(mirror, table, tmp_path):
+    out = tmp_path / "downloads"
+    fetch_files(table, out, mirror, progress=False)
+    stamps = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    empty_mirror = tmp_path / "empty"
+    empty_mirror.mkdir()
+    fetch_files(table, out, empty_mirror, progress=False)
+    assert stamps == {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+
+
+def test_fetch_fails_clearly_on_a_checksum_mismatch_and_keeps_nothing(mirror, table, tmp_path):
+    wrong = (*table[:2], RemoteFile("cvind.mat", 7, "0" * 32))
+    out = tmp_path / "downloads"
+    with pytest.raises(DownloadError, match=r"cvind\.mat: md5 checksum mismatch, expected 0{32}"):
+        fetch_files(wrong, out, mirror, progress=False)
+    assert not (out / "cvind.mat").exists() and not (out / "cvind.mat.part").exists()
+
+
+def test_a_present_file_with_a_wrong_checksum_is_replaced_by_a_good_copy(mirror, table, tmp_path):
+    out = tmp_path / "downloads"
+    out.mkdir()
+    (out / "cvind.mat").write_bytes(b"half a download")
+    fetch_files(table, out, mirror, progress=False)
+    assert md5(out / "cvind.mat") == table[-1].md5
+
+
+def test_a_file_without_a_known_checksum_is_fetched_then_kept(mirror, tmp_path):
+    unchecked = (RemoteFile("cvind.mat", 7, None),)
+    out = tmp_path / "downloads"
+    with pytest.warns(UserWarning, match="(?i)not verified"):
+        fetch_files(unchecked, out, mirror, progress=False)
+    (out / "cvind.mat").write_bytes(b"kept as it is")
+    fetch_files(unchecked, out, mirror, progress=False)
+    assert (out / "cvind.mat").read_bytes() == b"kept as it is"
+
+
+def test_a_file_missing_from_the_mirror_is_reported_by_address(mirror, tmp_path):
+    with pytest.raises(DownloadError, match=r"absent\.zip: download failed"):
+        fetch_files((RemoteFile("absent.zip", 9, "0" * 32),), tmp_path / "downloads", mirror, progress=False)
+
+
+def test_download_command_fetches_then_prepares_with_the_author_folds(mirror, table, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "FIGSHARE_FILES", table)
+    out = tmp_path / "dataset"
+    assert run_download("--out", out, "--mirror", mirror) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    folds = read_cvind(mirror / "cvind.mat")
+    for name, expected in (("training", {1, 2, 3}), ("validation", {4}), ("test", {5})):
+        assert {int(folds[int(entry["slice_id"]) - 1]) for entry in datalist[name]} == expected
+    assert len(list((out / "raw").glob("*.mat"))) == 20
+
+
+def test_download_command_refuses_files_that_differ_from_the_published_ones(mirror, tmp_path, capsys):
+    out = tmp_path / "dataset"
+    assert run_download("--out", out, "--mirror", mirror) == 1
+    err = capsys.readouterr().err
+    assert f"{FIGSHARE_FILES[0].name}: md5 checksum mismatch, expected {FIGSHARE_FILES[0].md5}" in err
+    assert not (out / "datalist.json").exists()
