@@ -26,19 +26,19 @@ class LearningCurveHandler:
         output_dir: folder for ``learning_curve.csv`` and ``learning_curve.png``.
         validator: the evaluator run by ``ValidationHandler``; its metrics are recorded for the epochs it ran.
             Attach this handler after ``ValidationHandler`` so the metrics are those of the current epoch.
-        loss_transform: maps ``engine.state.output`` to the iteration's loss.
+        loss_transform: maps ``engine.state.output`` to the iteration's loss (default: its ``loss`` entry).
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike,
         validator: Engine | None = None,
-        loss_transform: Callable = from_engine(["loss"], first=True),
+        loss_transform: Callable | None = None,
     ) -> None:
         self.csv_path = Path(output_dir) / "learning_curve.csv"
         self.png_path = Path(output_dir) / "learning_curve.png"
         self.validator = validator
-        self.loss_transform = loss_transform
+        self.loss_transform = loss_transform or from_engine(["loss"], first=True)
         self.rows: list[dict[str, float]] = []
         self._loss_sum = 0.0
         self._loss_count = 0
