@@ -173,13 +173,14 @@ def test_a_checkpoint_saved_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monke
 
 
 @pytest.mark.parametrize(("config", "workflow_type"), [("train.json", "train"), ("inference.json", "infer")])
-def test_bundle_configs_define_every_property_monai_requires(config, workflow_type, trained):
+def test_bundle_configs_define_every_property_monai_requires(config, workflow_type, trained, tmp_path):
     workflow = ConfigWorkflow(
         config_file=str(CONFIGS / config),
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=str(CONFIGS / "logging.conf"),
         workflow_type=workflow_type,
         dataset_dir=str(trained["dataset"]),
+        bundle_root=str(tmp_path),
         **TINY,
     )
     workflow.initialize()
@@ -203,7 +204,8 @@ def test_network_input_and_output_match_the_metadata():
 
 
 def test_demo_runs_every_stage_in_short_form(tmp_path, capsys):
-    arguments = ["demo", "--out", str(tmp_path), "--patients", "6", "--slices", "2", "--size", "128", "--device", "cpu"]
+    arguments = ["demo", "--out", str(tmp_path), "--patients", "10", "--slices", "1", "--size", "128"]
+    arguments += ["--device", "cpu"]
     for key, value in TINY.items():
         if key != "device":
             arguments += [f"--{key}", json.dumps(value)]

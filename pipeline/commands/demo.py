@@ -14,11 +14,11 @@ from pipeline.workflow import add_bundle_arguments, device_override, parse_overr
 # A small U-Net at 128 px: enough to segment the phantoms well within minutes on two CPU cores.
 DEMO_SETTINGS = {
     "image_size": 128,
-    "network_def#features": [16, 32, 64, 128, 256],
-    "epochs": 12,
+    "network_def#features": [8, 16, 32, 64, 128],
+    "epochs": 30,
     "warmup_epochs": 1,
     "batch_size": 8,
-    "learning_rate": 0.002,
+    "learning_rate": 0.003,
     "num_workers": 0,
 }
 
