@@ -89,14 +89,32 @@ def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp
     assert (tmp_path / "test_mean_dice_raw.csv").is_file()
 
 
-def _threshold_network_checkpoint(path: Path) -> dict:
-    """A 1x1 conv whose tumour logit wins exactly where the normalised image exceeds 0.5, and its override."""
+THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
+
+
+def _save_threshold_network(path: Path) -> None:
+    """Save a 1x1 conv whose tumour logit wins exactly where the normalised image exceeds 0.5."""
     network = torch.nn.Conv2d(1, 2, kernel_size=1)
     with torch.no_grad():
         network.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
         network.bias.copy_(torch.tensor([0.5, -0.5]))
     torch.save(network.state_dict(), path)
-    return {"network_def": {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}}
+
+
+def _infer_with_threshold_network(inputs: Path, ckpt_dir: Path, output_dir: Path, **overrides) -> None:
+    run_bundle(
+        BUNDLE,
+        ["inference.json"],
+        "infer",
+        dataset_dir=str(inputs),
+        ckpt_dir=str(ckpt_dir),
+        output_dir=str(output_dir),
+        image_size=32,
+        num_workers=0,
+        device="$torch.device('cpu')",
+        network_def=THRESHOLD_NETWORK,
+        **overrides,
+    )
 
 
 def _bright_corner_image(rows: int = 96, cols: int = 64) -> np.ndarray:
@@ -120,22 +138,10 @@ def _write_slice_in_three_formats(folder: Path) -> np.ndarray:
 
 def test_inference_masks_keep_each_inputs_size_and_orientation(tmp_path):
     display = _write_slice_in_three_formats(tmp_path / "inputs")
-    network = _threshold_network_checkpoint(tmp_path / "model.pt")
+    _save_threshold_network(tmp_path / "model.pt")
     for output_format in ("nii.gz", "png"):
         out = tmp_path / f"out_{output_format}"
-        run_bundle(
-            BUNDLE,
-            ["inference.json"],
-            "infer",
-            dataset_dir=str(tmp_path / "inputs"),
-            ckpt_dir=str(tmp_path),
-            output_dir=str(out),
-            output_ext=f".{output_format}",
-            image_size=32,
-            num_workers=0,
-            device="$torch.device('cpu')",
-            **network,
-        )
+        _infer_with_threshold_network(tmp_path / "inputs", tmp_path, out, output_ext=f".{output_format}")
         expected = display.T > 100  # MONAI orientation of the bright corner
         for stem in ("1", "2", "3"):
             mask = np.asarray(LoadImage(image_only=True)(out / f"{stem}_seg.{output_format}")) > 0
@@ -153,22 +159,11 @@ def test_a_checkpoint_saved_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monke
     with monkeypatch.context() as patch:
         # Tag every storage as CUDA, exactly what torch.save writes for a model trained on a GPU.
         patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
-        network = _threshold_network_checkpoint(tmp_path / "model.pt")
+        _save_threshold_network(tmp_path / "model.pt")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(tmp_path / "model.pt", weights_only=True)
-    run_bundle(
-        BUNDLE,
-        ["inference.json"],
-        "infer",
-        dataset_dir=str(tmp_path / "inputs"),
-        ckpt_dir=str(tmp_path),
-        output_dir=str(tmp_path / "out"),
-        image_size=32,
-        num_workers=0,
-        device="$torch.device('cpu')",
-        **network,
-    )
+    _infer_with_threshold_network(tmp_path / "inputs", tmp_path, tmp_path / "out")
     assert (tmp_path / "out" / "slice_seg.nii.gz").is_file()
 
 

@@ -26,6 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation workflow and print the summary per tumour type."""
+    datalist_path = args.dataset_dir / "datalist.json"
+    if not datalist_path.is_file():
+        raise SystemExit(f"error: {datalist_path}: not found; write it with `python -m pipeline prepare`")
+    if not json.loads(datalist_path.read_text()).get(args.split):
+        raise SystemExit(f"error: {datalist_path}: the '{args.split}' list is empty; choose another with --split")
     workflow = run_bundle(
         args.bundle,
         ["train.json", "evaluate.json"],
