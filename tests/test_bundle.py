@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 from monai.transforms import LoadImage
 from PIL import Image
 
-from pipeline.__main__ import main
+from pipeline.__main__ import COMMANDS, main
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
@@ -221,9 +221,9 @@ def test_overrides_are_parsed_as_json_where_possible():
 
 
 def test_every_command_has_help():
-    for command in ("synth", "prepare", "download", "train", "evaluate", "infer", "demo"):
+    for command in COMMANDS:
         result = subprocess.run(
-            [sys.executable, "-m", "pipeline", command, "--help"],
+            [sys.executable, "-m", "pipeline", command.replace("_", "-"), "--help"],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},

@@ -1,0 +1,45 @@
+"""``python -m pipeline check``: the checks a bundle must pass before it is shared, one line per failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.export import check_bundle
+from pipeline.export.checks import DEFAULT_SCHEMA
+from pipeline.workflow import default_bundle_dir, parse_overrides
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``check`` command."""
+    parser = subparsers.add_parser(
+        "check",
+        help="check a bundle before sharing it (files, metadata, versioning, network, exports)",
+        description="Check BUNDLE as model-zoo's CI does: required files present, metadata valid against MONAI's "
+        "schema, a changelog entry for the version, network input/output as the metadata declares; and where "
+        "present, models/model.ts loading and running, the zip of this version matching its .sha256, "
+        "large_files.yml matching the files it lists. Exits 1 with one line per failure.",
+    )
+    parser.add_argument(
+        "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--schema", type=Path, default=DEFAULT_SCHEMA, help="MONAI's metadata schema file (default: %(default)s)"
+    )
+    parser.epilog = "Other --KEY VALUE pairs override configs/inference.json for the network check."
+    parser.set_defaults(accepts_overrides=True)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print every problem found (and every check skipped); 0 when the bundle passes, 1 otherwise."""
+    report = check_bundle(args.bundle.resolve(), parse_overrides(args.overrides), schema=args.schema)
+    for line in report.skipped:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in report.problems:
+        print(f"FAIL {line}", file=sys.stderr)
+    if report.problems:
+        return 1
+    print(f"bundle check passed: {args.bundle}")
+    return 0

@@ -1,0 +1,57 @@
+"""``python -m pipeline export``: TorchScript and ONNX weights plus one shareable, checksummed bundle zip."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.export import BundleExportError, export_bundle
+from pipeline.export.checks import DEFAULT_SCHEMA
+from pipeline.workflow import default_bundle_dir, parse_overrides
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``export`` command."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export the trained model (TorchScript, ONNX) and package the bundle as one zip",
+        description="Write <bundle>/models/model.ts and model.onnx from CKPT, and <dist>/<bundle>_v<version>.zip "
+        "(configs, docs, licence, weights) with a .sha256 beside it. Pass the same --KEY VALUE overrides the "
+        'model was trained with (e.g. --network_def#features "[16,32,64,128,256]" --image_size 128): they '
+        "build the exported network and are written into the zipped configs.",
+    )
+    parser.add_argument(
+        "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ckpt", type=Path, default=None, help="checkpoint to export (default: <bundle>/models/model.pt)"
+    )
+    parser.add_argument("--dist", type=Path, default=None, help="folder for the zip (default: <bundle>/dist)")
+    parser.add_argument(
+        "--weights-url",
+        default=None,
+        help="base URL where the weights will be hosted: the zip's large_files.yml lists URL/<file> + SHA-256",
+    )
+    parser.add_argument(
+        "--schema", type=Path, default=DEFAULT_SCHEMA, help="MONAI's metadata schema file (default: %(default)s)"
+    )
+    parser.set_defaults(accepts_overrides=True)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and package the bundle; a bad checkpoint or metadata file ends with one error line."""
+    try:
+        exported = export_bundle(
+            args.bundle,
+            ckpt_file=args.ckpt,
+            overrides=parse_overrides(args.overrides),
+            dist_dir=args.dist,
+            weights_url=args.weights_url,
+            schema=args.schema,
+        )
+    except BundleExportError as error:
+        raise SystemExit(f"error: {error}") from error
+    for path in (exported.torchscript, exported.onnx, exported.archive, exported.checksum):
+        print(path)
+    return 0

@@ -1,0 +1,136 @@
+"""Export a trained bundle: TorchScript and ONNX weights in ``models/``, one shareable zip in ``dist/``."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+
+from pipeline.atomic import atomic_path
+from pipeline.export.checkpoint import check_fits, load_state_dict
+from pipeline.export.checks import DEFAULT_SCHEMA, input_shape, read_metadata, schema_problems, version_problems
+from pipeline.export.contents import WEIGHT_FILES, shipped_sources
+from pipeline.export.errors import BundleExportError
+from pipeline.export.large_files import write_large_files
+from pipeline.export.onnx_graph import export_onnx
+from pipeline.export.overrides import record_overrides, sync_metadata_shapes
+from pipeline.export.package import archive_name, write_checksum, write_zip
+from pipeline.export.torchscript import export_torchscript
+
+# What identifies a release: a changed config or checkpoint under an already released version is refused.
+RELEASE_IDENTITY = ("configs/", "models/model.pt")
+
+
+@dataclass(frozen=True)
+class ExportedBundle:
+    """The files :func:`export_bundle` wrote."""
+
+    torchscript: Path
+    onnx: Path
+    archive: Path
+    checksum: Path
+
+
+def _stage(bundle_dir: Path, staged: Path, overrides: Mapping[str, Any]) -> dict:
+    """Copy the shipped files into ``staged``, record ``overrides`` in its configs, return its metadata."""
+    for relative in shipped_sources(bundle_dir):
+        (staged / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle_dir / relative, staged / relative)
+    record_overrides(staged / "configs", overrides)
+    return sync_metadata_shapes(staged / "configs")
+
+
+def _configured_network(staged: Path) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(staged / "configs" / "inference.json"))
+    return parser.get_parsed_content("network_def")
+
+
+def _release_identity(read: Mapping[str, bytes]) -> dict[str, bytes]:
+    return {name: data for name, data in read.items() if name.startswith(RELEASE_IDENTITY)}
+
+
+def _check_release_is_new_or_same(archive: Path, staged: Path, root_name: str, version: str) -> None:
+    """Refuse to replace a released archive of ``version`` by one whose configs or weights differ."""
+    if not archive.is_file():
+        return
+    with zipfile.ZipFile(archive) as released:
+        prefix = f"{root_name}/"
+        before = _release_identity({name[len(prefix) :]: released.read(name) for name in released.namelist()})
+    now = _release_identity(
+        {path.relative_to(staged).as_posix(): path.read_bytes() for path in staged.rglob("*") if path.is_file()}
+    )
+    if before != now:
+        raise BundleExportError(
+            f"{archive}: version {version} was already exported with other configs or weights; "
+            "bump 'version' in configs/metadata.json and add a 'changelog' entry for it"
+        )
+
+
+def export_bundle(
+    bundle_dir: str | Path,
+    ckpt_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    dist_dir: str | Path | None = None,
+    weights_url: str | None = None,
+    schema: Path = DEFAULT_SCHEMA,
+) -> ExportedBundle:
+    """Export ``ckpt_file`` (default ``<bundle>/models/model.pt``) of ``bundle_dir`` and package the bundle.
+
+    Writes ``<bundle>/models/model.ts`` (TorchScript with metadata and inference config embedded),
+    ``<bundle>/models/model.onnx`` (dynamic batch, height and width), and
+    ``<dist_dir>/<bundle>_v<version>.zip`` (default ``dist_dir``: ``<bundle>/dist``) with a ``.sha256`` beside
+    it. ``overrides`` are the config overrides the checkpoint was trained with (``network_def#features``,
+    ``image_size``...): they build the exported network and are written into the zipped configs, so the
+    unzipped bundle runs with the same shapes. With ``weights_url``, the zipped ``large_files.yml`` lists the
+    weights at ``<weights_url>/<file name>`` with their SHA-256, for hosting them apart from the zip.
+
+    Everything is built in a temporary folder and checked first (checkpoint present and fitting the network,
+    metadata valid against ``schema`` when that file exists, a changelog entry for the version, a released
+    version never replaced by other configs or weights); only then are the outputs moved in, each atomically.
+    """
+    bundle_dir = Path(bundle_dir).resolve()
+    ckpt_file = Path(ckpt_file) if ckpt_file is not None else bundle_dir / "models" / "model.pt"
+    dist_dir = Path(dist_dir) if dist_dir is not None else bundle_dir / "dist"
+    meta_file = bundle_dir / "configs" / "metadata.json"
+    metadata = read_metadata(meta_file)
+    if schema.is_file():
+        problems = schema_problems(meta_file, schema)
+        if problems:
+            raise BundleExportError(problems[0])
+    else:
+        warnings.warn(f"{schema}: MONAI's metadata schema not found; metadata not validated", stacklevel=2)
+    problems = version_problems(meta_file, metadata)
+    if problems:
+        raise BundleExportError(problems[0])
+    state = load_state_dict(ckpt_file)
+    version = str(metadata["version"])
+    with tempfile.TemporaryDirectory(prefix="bundle-export-") as tmp:
+        staged = Path(tmp) / bundle_dir.name
+        staged_metadata = _stage(bundle_dir, staged, overrides or {})
+        check_fits(_configured_network(staged), state, ckpt_file)
+        models = staged / "models"
+        models.mkdir()
+        torch.save(state, models / "model.pt")
+        archive = dist_dir / archive_name(bundle_dir.name, version)
+        _check_release_is_new_or_same(archive, staged, bundle_dir.name, version)
+        shape = input_shape(staged_metadata)
+        export_torchscript(staged, models / "model.pt", models / "model.ts", shape)
+        export_onnx(staged, models / "model.pt", models / "model.onnx", shape)
+        if weights_url:
+            write_large_files(staged, WEIGHT_FILES, weights_url)
+        outputs = {}
+        for name in ("model.ts", "model.onnx"):
+            outputs[name] = bundle_dir / "models" / name
+            with atomic_path(outputs[name]) as tmp_output:
+                shutil.copyfile(models / name, tmp_output)
+        write_zip(staged, archive, root_name=bundle_dir.name)
+    return ExportedBundle(outputs["model.ts"], outputs["model.onnx"], archive, write_checksum(archive))

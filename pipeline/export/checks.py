@@ -1,0 +1,163 @@
+"""The checks a bundle must pass before it is shared, each returning one line per problem found."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.apps.utils import check_hash
+from monai.bundle import verify_metadata, verify_net_in_out
+
+from pipeline.export.contents import REQUIRED_FILES
+from pipeline.export.errors import BundleExportError
+from pipeline.export.large_files import LARGE_FILES, read_large_files
+from pipeline.export.package import archive_name, checksum_problem
+
+SCHEMA_NAME = "meta_schema_20240725.json"
+# MONAI's metadata schema as the project keeps it offline, in shared/monai beside the repository checkout.
+DEFAULT_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "monai" / SCHEMA_NAME
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_bundle` found: ``problems`` fail the bundle, ``skipped`` name checks that could not run."""
+
+    problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def missing_files(bundle_dir: Path) -> list[str]:
+    """One line per file of the model-zoo layout that ``bundle_dir`` lacks."""
+    return [
+        f"{bundle_dir / name}: required bundle file is missing"
+        for name in REQUIRED_FILES
+        if not (bundle_dir / name).is_file()
+    ]
+
+
+def read_metadata(meta_file: Path) -> dict:
+    """The parsed ``metadata.json``; :class:`BundleExportError` when it is not a JSON object."""
+    try:
+        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleExportError(f"{meta_file}: cannot be read as JSON ({error})") from error
+    if not isinstance(metadata, dict):
+        raise BundleExportError(f"{meta_file}: must hold a JSON object")
+    return metadata
+
+
+def schema_problems(meta_file: Path, schema: Path) -> list[str]:
+    """Validate ``meta_file`` against MONAI's metadata schema at ``schema``, offline (nothing is downloaded)."""
+    try:
+        verify_metadata(meta_file=str(meta_file), filepath=str(schema))
+    except ValueError as error:
+        # MONAI keeps jsonschema's error as the cause: it knows which field failed, MONAI's message does not.
+        cause = error.__cause__
+        if hasattr(cause, "json_path") and hasattr(cause, "message"):
+            return [f"{meta_file}: does not match MONAI's metadata schema at {cause.json_path}: {cause.message}"]
+        return [f"{meta_file}: does not match MONAI's metadata schema: {' '.join(str(error).split())}"]
+    return []
+
+
+def version_problems(meta_file: Path, metadata: Mapping[str, Any]) -> list[str]:
+    """The bundle's ``version`` must have its own ``changelog`` entry: every released change is described."""
+    version, changelog = metadata.get("version"), metadata.get("changelog")
+    if not isinstance(changelog, dict) or version not in changelog:
+        return [f"{meta_file}: version {version!r} has no changelog entry; describe what changed in it"]
+    return []
+
+
+def network_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
+    """Run MONAI's ``verify_net_in_out`` on ``network_def`` of ``configs/inference.json`` (with ``overrides``)."""
+    configs = bundle_dir / "configs"
+    try:
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(configs / "metadata.json"),
+            config_file=str(configs / "inference.json"),
+            device="cpu",
+            **overrides,
+        )
+    except Exception as error:  # any failure to build or run the network is a finding to report, not a crash
+        return [f"{configs / 'inference.json'}: network_def fails MONAI's input/output check: {error}"]
+    return []
+
+
+def torchscript_problems(model_file: Path, metadata: Mapping[str, Any]) -> list[str]:
+    """``model_file`` must load, come from this metadata version, and map the declared input to the declared output."""
+    extra_files = {"metadata.json": ""}
+    try:
+        model = torch.jit.load(str(model_file), map_location="cpu", _extra_files=extra_files)
+    except RuntimeError as error:
+        return [f"{model_file}: does not load as TorchScript ({str(error).strip().splitlines()[0]})"]
+    embedded = json.loads(extra_files["metadata.json"] or "{}").get("version")
+    if embedded != metadata.get("version"):
+        return [
+            f"{model_file}: exported from version {embedded!r}, bundle is {metadata.get('version')!r}; export again"
+        ]
+    expected_channels = metadata["network_data_format"]["outputs"]["pred"]["num_channels"]
+    with torch.no_grad():
+        output = model.eval()(torch.rand(input_shape(metadata)))
+    if output.shape[1] != expected_channels:
+        return [f"{model_file}: returns {output.shape[1]} channels, metadata declares {expected_channels}"]
+    return []
+
+
+def input_shape(metadata: Mapping[str, Any]) -> list[int]:
+    """A one-slice batch shape ``[1, C, H, W]`` of the network input the metadata declares."""
+    image = metadata["network_data_format"]["inputs"]["image"]
+    return [1, int(image["num_channels"]), *(int(side) for side in image["spatial_shape"])]
+
+
+def large_files_problems(bundle_dir: Path) -> list[str]:
+    """``large_files.yml`` must be well formed, and a listed file that is present must match its hash."""
+    try:
+        entries = read_large_files(bundle_dir)
+    except (BundleExportError, ValueError) as error:
+        return [str(error)]
+    return [
+        f"{bundle_dir / entry['path']}: {entry['hash_type']} differs from {LARGE_FILES}"
+        for entry in entries
+        if (bundle_dir / entry["path"]).is_file()
+        and not check_hash(bundle_dir / entry["path"], entry["hash_val"], entry["hash_type"])
+    ]
+
+
+def check_bundle(
+    bundle_dir: Path, overrides: Mapping[str, Any] | None = None, schema: Path = DEFAULT_SCHEMA
+) -> CheckReport:
+    """Every check model-zoo's CI runs, and the ones a shared bundle adds, on ``bundle_dir``.
+
+    Required files, metadata against the schema (skipped, and said so, when ``schema`` is absent), a changelog
+    entry for the version, the network's input/output against the metadata (``overrides`` as for the other
+    commands), and where present: ``models/model.ts`` loading and running, the archive of this version matching
+    its checksum, ``large_files.yml`` entries matching the files beside them.
+    """
+    report = CheckReport(problems=missing_files(bundle_dir))
+    meta_file = bundle_dir / "configs" / "metadata.json"
+    if not meta_file.is_file():
+        return report
+    try:
+        metadata = read_metadata(meta_file)
+    except BundleExportError as error:
+        report.problems.append(str(error))
+        return report
+    if schema.is_file():
+        report.problems += schema_problems(meta_file, schema)
+    else:
+        report.skipped.append(f"{schema}: MONAI's metadata schema not found; metadata not validated")
+    report.problems += version_problems(meta_file, metadata)
+    if (bundle_dir / "configs" / "inference.json").is_file():
+        report.problems += network_problems(bundle_dir, overrides or {})
+    if (bundle_dir / "models" / "model.ts").is_file():
+        report.problems += torchscript_problems(bundle_dir / "models" / "model.ts", metadata)
+    archive = bundle_dir / "dist" / archive_name(bundle_dir.name, str(metadata.get("version")))
+    if archive.is_file():
+        report.problems += [problem for problem in [checksum_problem(archive)] if problem]
+    if (bundle_dir / LARGE_FILES).is_file():
+        report.problems += large_files_problems(bundle_dir)
+    return report

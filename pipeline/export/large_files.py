@@ -1,0 +1,91 @@
+"""``large_files.yml`` in the model-zoo form: weights hosted elsewhere, each with its URL and hash.
+
+Read and written through MONAI's ``ConfigParser`` (which needs PyYAML for YAML)::
+
+    large_files:
+      - path: "models/model.pt"
+        url: "https://example.org/releases/brain_tumor_mri_2d_segmentation_v0.1.0/model.pt"
+        hash_val: "<hex digest>"
+        hash_type: "sha256"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from monai.apps.utils import HashCheckError, check_hash, download_url
+from monai.bundle import ConfigParser
+
+from pipeline.atomic import atomic_path
+from pipeline.export.errors import BundleExportError
+from pipeline.export.package import sha256_of
+
+LARGE_FILES = "large_files.yml"
+ENTRY_KEYS = ("path", "url", "hash_val", "hash_type")
+HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
+
+
+def read_large_files(bundle_dir: Path) -> list[dict[str, str]]:
+    """The entries of ``bundle_dir/large_files.yml``, each checked to hold a relative path, a URL and a hash."""
+    path = bundle_dir / LARGE_FILES
+    content = ConfigParser.load_config_file(str(path))
+    entries = content.get("large_files") if isinstance(content, dict) else None
+    if not isinstance(entries, list):
+        raise BundleExportError(f"{path}: expected a 'large_files' list of {{{', '.join(ENTRY_KEYS)}}} entries")
+    for index, entry in enumerate(entries):
+        where = f"{path}: large_files[{index}]"
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(key), str) for key in ENTRY_KEYS):
+            raise BundleExportError(f"{where}: needs the text fields {', '.join(ENTRY_KEYS)}")
+        if entry["hash_type"] not in HASH_TYPES:
+            raise BundleExportError(f"{where}: hash_type {entry['hash_type']!r} is not one of {HASH_TYPES}")
+        if Path(entry["path"]).is_absolute() or ".." in Path(entry["path"]).parts:
+            raise BundleExportError(f"{where}: path {entry['path']!r} must stay inside the bundle")
+    return entries
+
+
+def write_large_files(bundle_dir: Path, relative_paths: Sequence[str], base_url: str) -> None:
+    """Write ``bundle_dir/large_files.yml`` listing ``relative_paths`` at ``<base_url>/<file name>`` with SHA-256.
+
+    The publisher uploads each file to that URL; ``fetch_large_files`` brings them back into any copy.
+    """
+    entries = [
+        {
+            "path": relative,
+            "url": f"{base_url.rstrip('/')}/{Path(relative).name}",
+            "hash_val": sha256_of(bundle_dir / relative),
+            "hash_type": "sha256",
+        }
+        for relative in relative_paths
+    ]
+    with atomic_path(bundle_dir / LARGE_FILES) as tmp:
+        ConfigParser.export_config_file({"large_files": entries}, tmp, fmt="yaml", sort_keys=False)
+
+
+def fetch_large_files(bundle_dir: Path) -> list[Path]:
+    """Download every file of ``bundle_dir/large_files.yml`` that is missing or fails its hash; return all paths.
+
+    ``monai.apps.utils.download_url`` downloads to a temporary file, checks the hash and only then moves it in
+    place, so an interrupted or corrupted download never leaves a usable-looking file. ``file://`` URLs work.
+    """
+    fetched = []
+    for entry in read_large_files(bundle_dir):
+        target = bundle_dir / entry["path"]
+        if target.is_file() and not check_hash(target, entry["hash_val"], entry["hash_type"]):
+            raise BundleExportError(
+                f"{target}: exists but its {entry['hash_type']} differs from {LARGE_FILES}; move it away to fetch again"
+            )
+        try:
+            download_url(
+                url=entry["url"],
+                filepath=target,
+                hash_val=entry["hash_val"],
+                hash_type=entry["hash_type"],
+                progress=False,
+            )
+        except HashCheckError as error:
+            raise BundleExportError(f"{entry['url']}: {entry['hash_type']} differs from {LARGE_FILES}") from error
+        except OSError as error:
+            raise BundleExportError(f"{entry['url']}: cannot download to {target} ({error})") from error
+        fetched.append(target)
+    return fetched
