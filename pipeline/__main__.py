@@ -6,7 +6,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("synth", "prepare", "download", "train", "evaluate", "infer", "demo")
+# Modules under pipeline/commands, in the order `--help` lists them; each registers its own (hyphenated) name.
+COMMANDS = ("synth", "prepare", "download", "train", "evaluate", "infer", "demo", "export", "check", "fetch_weights")
 
 
 def main(argv: list[str] | None = None) -> int:
