@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from pipeline.checkpoints import ResumeError, UnsafeCheckpointError, latest_checkpoints
+from pipeline.handlers import NonFiniteLossError
+from pipeline.preflight import TRAIN_MIN_FREE_BYTES, PreflightError, bundle_config_values, check_output_folder
+from pipeline.user_errors import find_user_error
 from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
+
+BEST_CHECKPOINT = "model.pt"
+USER_ERRORS = (PreflightError, ResumeError, UnsafeCheckpointError, NonFiniteLossError)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -14,22 +22,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train",
         help="train the U-Net (configs/train.json)",
         description="Train the bundle's U-Net on DATASET_DIR/datalist.json (written by `prepare`); the best "
-        "checkpoint by validation Dice goes to <bundle>/models/model.pt.",
+        "checkpoint by validation Dice goes to <bundle>/models/model.pt, the state to resume from to "
+        "<bundle>/models/latest_checkpoint_epoch=N.pt after every epoch.",
     )
     parser.add_argument("--dataset-dir", type=Path, required=True, help="folder holding datalist.json")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--resume", action="store_true", help="continue the run whose latest checkpoint is in the checkpoint folder"
+    )
+    start.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run over an earlier run's checkpoints (its model.pt is replaced at the first validation)",
+    )
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the training workflow."""
-    run_bundle(
-        args.bundle,
-        ["train.json"],
-        "train",
-        dataset_dir=str(args.dataset_dir.resolve()),
+    """Check the output folders, then run (or resume) the training workflow; 1 on a fault the user can act on."""
+    overrides = {
+        "dataset_dir": str(args.dataset_dir.resolve()),
         **device_override(args.device),
         **parse_overrides(args.overrides),
-    )
+    }
+    if args.resume:
+        overrides["resume"] = True
+    try:
+        _preflight(args, overrides)
+        run_bundle(args.bundle, ["train.json"], "train", **overrides)
+    except Exception as error:
+        user_error = find_user_error(error, USER_ERRORS)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _preflight(args: argparse.Namespace, overrides: dict) -> None:
+    folders = bundle_config_values(args.bundle, ["train.json"], ("ckpt_dir", "output_dir"), overrides)
+    ckpt_dir = Path(folders["ckpt_dir"])
+    for folder in (ckpt_dir, Path(folders["output_dir"])):
+        check_output_folder(folder, TRAIN_MIN_FREE_BYTES)
+    earlier = latest_checkpoints(ckpt_dir)
+    if args.overwrite:
+        # A new run's checkpoints must be the only ones a later --resume can pick.
+        for stale in earlier:
+            stale.unlink()
+    elif not args.resume and (earlier or (ckpt_dir / BEST_CHECKPOINT).is_file()):
+        raise PreflightError(
+            f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite "
+            "to start a new run over it"
+        )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,11 @@ MAT5_TEXT = b"MATLAB 5.0 MAT-file"
 STRUCT_FIELDS = ("label", "PID", "image", "tumorBorder", "tumorMask")
 REQUIRED_FIELDS = ("image", "tumorMask", "label", "PID")
 ARRAY_FIELDS = ("image", "tumorMask")
+# The largest slice side read: MR slices are at most a few thousand pixels across, and a header claiming more
+# (100000 x 100000 would need 20 GB) is refused before any pixel is read.
+MAX_SIDE = 8192
+# The most values read from any other field (labels, patient ids, outlines, fold lists).
+MAX_FIELD_VALUES = 1_000_000
 # MATLAB's own names for the platform that wrote a file (the header's "Platform:").
 MATLAB_PLATFORMS = {"linux": "GLNXA64", "win32": "PCWIN64", "darwin": "MACI64"}
 
@@ -78,6 +84,18 @@ def _open_mat73(path: PathLike, **h5py_kwargs) -> h5py.File:
         raise FigshareFormatError(f"{path}: is not a MATLAB v7.3 MAT-file (not an HDF5 file)") from None
 
 
+@contextmanager
+def _damage_reported(path: PathLike) -> Iterator[None]:
+    """Turn HDF5's errors on a damaged file (bad offsets, broken chunks, dangling links) into one clear line."""
+    try:
+        yield
+    except FigshareFormatError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise FigshareFormatError(f"{path}: is damaged and cannot be read ({detail})") from None
+
+
 def _dataset(group: h5py.Group, name: str, path: PathLike, where: str) -> h5py.Dataset:
     if name not in group:
         found = ", ".join(sorted(group)) or "nothing"
@@ -94,6 +112,10 @@ def _is_matlab_empty(node: h5py.Dataset) -> bool:
 
 
 def _numeric(node: h5py.Dataset, path: PathLike) -> np.ndarray:
+    if node.size > MAX_FIELD_VALUES:
+        raise FigshareFormatError(
+            f"{path}: {node.name} has shape {node.shape}, more than the {MAX_FIELD_VALUES} values such a field holds"
+        )
     values = np.asarray(node[()])
     if values.dtype.kind not in "biuf":
         raise FigshareFormatError(f"{path}: {node.name} holds {node.dtype}, expected numbers")
@@ -106,6 +128,10 @@ def _check_matrix(node: h5py.Dataset, path: PathLike) -> None:
         raise FigshareFormatError(f"{path}: {node.name} holds {node.dtype}, expected numbers")
     if len(node.shape) != 2 or 0 in node.shape:
         raise FigshareFormatError(f"{path}: {node.name} has shape {node.shape}, expected a 2D array")
+    if max(node.shape) > MAX_SIDE:
+        raise FigshareFormatError(
+            f"{path}: {node.name} has shape {node.shape}, larger than the {MAX_SIDE} x {MAX_SIDE} limit of a slice"
+        )
 
 
 def _is_binary(values: np.ndarray) -> bool:
@@ -159,7 +185,7 @@ def _read_stored(path: PathLike, arrays: Sequence[str], **h5py_kwargs) -> _Store
     Loading one array per call lets the image and the mask transforms each decompress only what
     they return, while every check on what they return still runs.
     """
-    with _open_mat73(path, **h5py_kwargs) as mat:
+    with _open_mat73(path, **h5py_kwargs) as mat, _damage_reported(path):
         if not isinstance(mat.get("cjdata"), h5py.Group):
             raise FigshareFormatError(f"{path}: has no 'cjdata' struct, so it is not a figshare slice file")
         group = mat["cjdata"]
@@ -192,8 +218,9 @@ def read_figshare_slice(path: PathLike, **h5py_kwargs) -> FigshareSlice:
 
     Raises ``FigshareFormatError`` (one line, starting with ``path``) for a file that is not HDF5, a
     MATLAB v5 MAT-file, a file without ``/cjdata`` or one of its fields, a mask whose shape differs
-    from the image's, NaN/infinite pixels, a label other than 1/2/3 or a mask with values other
-    than 0/1. Extra keyword arguments go to ``h5py.File``.
+    from the image's, NaN/infinite pixels, a label other than 1/2/3, a mask with values other
+    than 0/1, a side above ``MAX_SIDE`` (checked from the header) or damaged HDF5 content.
+    Extra keyword arguments go to ``h5py.File``.
     """
     stored = _read_stored(path, ARRAY_FIELDS, **h5py_kwargs)
     # .T turns MATLAB's column-major storage, (cols, rows) in HDF5, into display orientation.
@@ -305,7 +332,7 @@ def write_figshare_slice(
 
 def read_cvind(path: PathLike) -> np.ndarray:
     """Read ``cvind.mat``: the fold (1, 2, ...) of every slice as an int array, index 0 for slice ``1.mat``."""
-    with _open_mat73(path) as mat:
+    with _open_mat73(path) as mat, _damage_reported(path):
         node = _dataset(mat, "cvind", path, "the file")
         values = _numeric(node, path)
     if values.ndim != 2 or 1 not in values.shape or values.size == 0:

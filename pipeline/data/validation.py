@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.atomic import atomic_path
-from pipeline.data.figshare import FigshareFormatError, read_figshare_slice
+from pipeline.data.figshare import MAX_SIDE, FigshareFormatError, read_figshare_slice
 from pipeline.data.meta import MetaTable
 from pipeline.data.nifti import save_nifti
 from pipeline.data.sources import UNKNOWN_TUMOR_TYPE, LayoutKind, SliceRecord, file_stem
@@ -129,7 +129,7 @@ def _read_image_file(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             array = np.asarray(image)
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"{path}: cannot be read as an image ({error})") from None
     if array.ndim != 2:
         raise ValueError(f"{path}: has {array.shape[-1]} channels, expected one greyscale channel")
@@ -138,15 +138,24 @@ def _read_image_file(path: Path) -> np.ndarray:
 
 def _read_nifti(path: Path) -> np.ndarray:
     try:
-        array = np.asanyarray(nib.load(path).dataobj)
+        image = nib.load(path)
+        shape = image.shape
+        # Check the header's claim before reading: a damaged or hostile header may promise gigabytes.
+        array = np.asanyarray(image.dataobj) if max(shape, default=0) <= MAX_SIDE else None
     except Exception as error:  # nibabel raises many kinds for a damaged file; each one means "cannot read it"
-        raise ValueError(f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error})") from None
+        raise ValueError(f"{path}: cannot be read as NIfTI ({type(error).__name__}: {_one_line(error)})") from None
+    if array is None:
+        raise ValueError(f"{path}: has shape {shape}, larger than the {MAX_SIDE} x {MAX_SIDE} limit of a slice")
     # A 2D slice is often stored as (x, y, 1); its trailing singleton axes carry nothing.
     while array.ndim > 2 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 2:
         raise ValueError(f"{path}: has shape {array.shape}, expected a 2D slice")
     return array
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _write_binarized(source: Path, mask: np.ndarray, kind: LayoutKind, folder: Path) -> Path:

@@ -1,0 +1,5 @@
+"""MONAI engines the bundle configs use where MONAI's own need a variation."""
+
+from pipeline.engines.tolerant_evaluator import FailureTolerantEvaluator
+
+__all__ = ["FailureTolerantEvaluator"]

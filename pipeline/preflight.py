@@ -1,0 +1,71 @@
+"""Checks an entry point makes before hours of work: can it write its outputs, and is there room for them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser
+
+MIB = 2**20
+# A latest checkpoint of the full-size U-Net (weights and AdamW moments, ~375 MB), its temporary twin while it is
+# written atomically, and the best model: about 1 GiB.
+TRAIN_MIN_FREE_BYTES = 1024 * MIB
+# Masks and overlays of a folder of slices are small; this leaves room for a few thousand of them.
+INFER_MIN_FREE_BYTES = 256 * MIB
+
+
+class PreflightError(RuntimeError):
+    """An output folder that cannot be used; the message names it and says why."""
+
+
+def check_output_folder(folder: str | os.PathLike, min_free_bytes: int) -> None:
+    """Create ``folder`` if needed, prove it writable with a probe file, and require ``min_free_bytes`` free.
+
+    Raises ``PreflightError`` naming the folder when it cannot be created or written, or has too little room.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        try:
+            os.write(handle, b"probe")
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as error:
+        raise PreflightError(f"{folder}: cannot write here ({error.strerror or error})") from None
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise PreflightError(
+            f"{folder}: only {free / MIB:.0f} MiB free, at least {min_free_bytes / MIB:.0f} MiB needed"
+        )
+
+
+def refuse_non_empty_folder(folder: str | os.PathLike, what: str) -> None:
+    """Raise ``PreflightError`` when ``folder`` holds anything; ``what`` names the outputs it would receive."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise PreflightError(
+            f"{folder}: already holds files; pass --overwrite to write {what} into it "
+            "(files of the same names are replaced) or choose another folder"
+        )
+
+
+def bundle_config_values(
+    bundle_dir: str | os.PathLike, config_names: Sequence[str], keys: Sequence[str], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values of ``keys`` in the bundle's merged ``configs/<config_names>`` with ``overrides`` applied.
+
+    Lets an entry point check the folders a workflow will write before it builds the workflow.
+    """
+    bundle_dir = Path(bundle_dir).resolve()
+    parser = ConfigParser()
+    parser.read_config([str(bundle_dir / "configs" / name) for name in config_names])
+    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    return {key: parser.get_parsed_content(key) for key in keys}
