@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         module.add_parser(subparsers).set_defaults(run=module.run)
     args, extra = parser.parse_known_args(argv)
     args.overrides = extra
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return int(args.run(args) or 0)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.checkpoints import ResumeError, UnsafeCheckpointError, latest_checkpoints
+from pipeline.distributed import launch, with_multi_gpu_config, worker_argv, world_size
 from pipeline.handlers import NonFiniteLossError
 from pipeline.preflight import TRAIN_MIN_FREE_BYTES, PreflightError, bundle_config_values, check_output_folder
 from pipeline.user_errors import find_user_error
@@ -35,6 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="start a new run over an earlier run's checkpoints (its model.pt is replaced at the first validation)",
     )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="worker processes on this machine, one per GPU; more than 1 starts them with torch.distributed.run",
+    )
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
     return parser
@@ -51,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["resume"] = True
     try:
         _preflight(args, overrides)
-        run_bundle(args.bundle, ["train.json"], "train", **overrides)
+        if args.gpus > 1 and world_size() == 1:
+            return launch(args.gpus, worker_argv(args.argv))
+        run_bundle(args.bundle, with_multi_gpu_config(["train.json"]), "train", **overrides)
     except Exception as error:
         user_error = find_user_error(error, USER_ERRORS)
         if user_error is None:

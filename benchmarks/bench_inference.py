@@ -1,0 +1,154 @@
+"""Slices/s of the bundle's inference end to end against the bare forward pass plus the file I/O it needs.
+
+The bundle side runs ``configs/inference.json`` through ``ConfigWorkflow`` on a folder of phantom ``.mat``
+slices made on the fly: read, resize, normalise, infer, softmax, invert the resize, arg-max, keep the largest
+component, fill holes and write one ``<name>_seg.nii.gz`` per slice (overlays off). The bare side does only
+the irreducible work, each part timed on its own in the same process: reading the same files with the same
+reader, the network's forward pass on the already preprocessed slices (batch 1, as the bundle), and writing
+masks of the input's size with nibabel. The bundle's network has random weights (speed does not depend on
+them). Runs alternate and the fastest of each is kept, so that load from other processes hits both alike.
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import monai
+import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigWorkflow
+from monai.utils import convert_to_tensor
+from phantom_slices import phantom_datalist
+
+from pipeline.data.figshare import FigshareMatReader
+from pipeline.workflow import default_bundle_dir
+
+CONFIGS = default_bundle_dir() / "configs"
+
+
+def bundle_workflow(args: argparse.Namespace, inputs: Path, work: Path) -> ConfigWorkflow:
+    """``inference.json`` reading ``inputs`` and writing masks only, with a freshly initialised network."""
+    overrides = {
+        "bundle_root": str(default_bundle_dir()),
+        "dataset_dir": str(inputs),
+        "ckpt_dir": str(work / "models"),
+        "output_dir": str(work / "predictions"),
+        "image_size": args.size,
+        "save_overlays": False,
+        "num_workers": args.workers,
+        "network_def#features": args.features,
+        **({} if args.device is None else {"device": f"$torch.device({args.device!r})"}),
+    }
+    workflow = ConfigWorkflow(
+        config_file=str(CONFIGS / "inference.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type="infer",
+        **overrides,
+    )
+    network = workflow.parser.get_parsed_content("network_def", instantiate=True)
+    (work / "models").mkdir()
+    torch.save(network.state_dict(), work / "models" / "model.pt")
+    workflow.initialize()
+    return workflow
+
+
+def time_bundle(workflow: ConfigWorkflow) -> float:
+    """Seconds for one full inference run."""
+    start = time.perf_counter()
+    workflow.run()
+    return time.perf_counter() - start
+
+
+def time_bare(workflow: ConfigWorkflow, files: list[Path], out: Path) -> dict[str, float]:
+    """Seconds to read ``files``, run the forward pass on their preprocessed slices and write their masks."""
+    parser = workflow.parser
+    device, amp = parser.get_parsed_content("device"), parser.get_parsed_content("amp")
+    network = parser.get_parsed_content("network").eval()
+    reader = FigshareMatReader(field="image")
+    start = time.perf_counter()
+    shapes = [reader.get_data(reader.read(str(path)))[0].shape for path in files]
+    read = time.perf_counter() - start
+    preprocessing = parser.get_parsed_content("preprocessing")
+    inputs = [
+        convert_to_tensor(preprocessing({"image": str(path)})["image"], track_meta=False)[None].to(device)
+        for path in files
+    ]
+    start = time.perf_counter()
+    with torch.no_grad(), torch.autocast(device.type, enabled=amp):
+        predictions = [network(image).argmax(1).cpu() for image in inputs]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    forward = time.perf_counter() - start
+    out.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    for path, shape, prediction in zip(files, shapes, predictions):
+        mask = np.zeros(shape, dtype=np.uint8)
+        mask[: prediction.shape[1], : prediction.shape[2]] = prediction[0, : shape[0], : shape[1]].numpy()
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), out / f"{path.stem}_seg.nii.gz")
+    write = time.perf_counter() - start
+    return {"read": read, "forward": forward, "write": write}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=256, help="image_size the network sees")
+    parser.add_argument("--source-size", type=int, default=512, help="phantom slice size on disk (figshare: 512)")
+    parser.add_argument("--features", type=lambda s: [int(f) for f in s.split(",")], default=[16, 32, 64, 128, 256])
+    parser.add_argument("--slices", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=0, help="the bundle's DataLoader workers")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each side, alternating")
+    parser.add_argument("--device", default=None, help="default: the config's choice (CUDA if available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        files = [Path(entry["image"]) for entry in phantom_datalist(work / "inputs", args.slices, args.source_size)]
+        for extra in (work / "inputs").glob("*.mat"):
+            if extra not in files:
+                extra.unlink()  # the phantom writer's fold table and slices beyond --slices are not inputs
+        workflow = bundle_workflow(args, work / "inputs", work)
+        bundle, bare = [], []
+        for _ in range(args.repeats):
+            bare.append(time_bare(workflow, files, work / "bare"))
+            bundle.append(time_bundle(workflow))
+        written = len(list((work / "predictions").glob("*_seg.nii.gz")))
+        device = workflow.parser.get_parsed_content("device")
+        workflow.finalize()
+
+    best_bare = min(bare, key=lambda parts: sum(parts.values()))
+    result = {
+        "benchmark": "bench_inference",
+        "device": str(device),
+        "image_size": args.size,
+        "source_size": args.source_size,
+        "features": args.features,
+        "slices": args.slices,
+        "masks_written": written,
+        "bundle_slices_per_s": round(args.slices / min(bundle), 2),
+        "bare_slices_per_s": round(args.slices / sum(best_bare.values()), 2),
+        "bare_seconds": {part: round(seconds, 3) for part, seconds in best_bare.items()},
+        "bundle_over_bare": round(sum(best_bare.values()) / min(bundle), 3),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
