@@ -75,9 +75,7 @@ def bundle_workflow(args: argparse.Namespace, datalist: list[dict], work: Path) 
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict:
-    """The speed switches as config overrides: AMP precision, channels-last weights, ``torch.compile``, and
-    training batches as plain tensors instead of MONAI ``MetaTensor`` objects (whose per-operation bookkeeping the
-    training step does not need)."""
+    """The speed switches as config overrides: AMP precision, channels-last weights and ``torch.compile``."""
     overrides: dict = {}
     if args.amp_dtype:
         overrides["train#trainer#amp_kwargs"] = {"dtype": f"$torch.{AMP_DTYPES[args.amp_dtype]}"}
@@ -85,11 +83,6 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
         overrides["network"] = "$@network_def.to(@device, memory_format=torch.channels_last)"
     if args.compile:
         overrides["train#trainer#compile"] = True
-    if args.plain_tensors:
-        overrides["train#preprocessing#transforms"] = (
-            "$@train#deterministic_transforms + @train#random_transforms"
-            " + [monai.transforms.EnsureTyped(keys=['image', 'label'], track_meta=False)]"
-        )
     return overrides
 
 
@@ -209,7 +202,6 @@ def main() -> None:
     parser.add_argument("--amp-dtype", choices=sorted(AMP_DTYPES), default=None, help="AMP precision (with amp)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last weights")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (both sides)")
-    parser.add_argument("--plain-tensors", action="store_true", help="training batches without metadata")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     if args.warmup >= args.iterations * args.epochs:
@@ -265,7 +257,6 @@ def main() -> None:
         "amp_dtype": args.amp_dtype,
         "channels_last": args.channels_last,
         "compile": args.compile,
-        "plain_tensors": args.plain_tensors,
         "trainer_handlers": handlers,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
