@@ -14,11 +14,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.
 
     The temporary file lives in the destination folder so the final ``os.replace`` is atomic on
-    POSIX and Windows. On error the temporary file is removed and ``path`` is left untouched.
+    POSIX and Windows, and its name ends with ``path``'s name (``.<random>~1_seg.nii.gz``) so that
+    writers choosing the format from the file name (nibabel, Pillow) still see the right one.
+    On error the temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=f"~{path.name}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

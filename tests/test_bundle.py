@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 from monai.transforms import LoadImage
 from PIL import Image
+from tiny_bundle import TINY_NETWORK, TINY_TRAINING
 
 from pipeline.__main__ import COMMANDS, main
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
@@ -25,16 +26,6 @@ from pipeline.workflow import default_bundle_dir, parse_overrides, run_bundle
 BUNDLE = default_bundle_dir()
 CONFIGS = BUNDLE / "configs"
 SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
-TINY = {
-    "image_size": 32,
-    "network_def#features": [4, 8, 16, 32, 64],
-    "epochs": 1,
-    "warmup_epochs": 0,
-    "batch_size": 4,
-    "num_workers": 0,
-    "progress_bar": False,
-    "device": "$torch.device('cpu')",
-}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     ckpt_dir, train_dir = root / "models", root / "training"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
     command += ["--dataset_dir", str(root / "dataset"), "--ckpt_dir", str(ckpt_dir), "--output_dir", str(train_dir)]
-    for key, value in TINY.items():
+    for key, value in TINY_TRAINING.items():
         command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -74,7 +65,7 @@ def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp
         dataset_dir=str(trained["dataset"]),
         ckpt_dir=str(trained["ckpt_dir"]),
         output_dir=str(tmp_path),
-        **TINY,
+        **TINY_TRAINING,
     )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["per_tumor_type"]) == {entry["tumor_type_name"] for entry in datalist["test"]}
@@ -176,7 +167,7 @@ def test_bundle_configs_define_every_property_monai_requires(config, workflow_ty
         workflow_type=workflow_type,
         dataset_dir=str(trained["dataset"]),
         bundle_root=str(tmp_path),
-        **TINY,
+        **TINY_TRAINING,
     )
     workflow.initialize()
     assert not workflow.check_properties()
@@ -194,14 +185,14 @@ def test_network_input_and_output_match_the_metadata():
         meta_file=str(CONFIGS / "metadata.json"),
         config_file=str(CONFIGS / "inference.json"),
         device="cpu",
-        **{"network_def#features": [4, 8, 16, 32, 64]},
+        **{"network_def#features": TINY_NETWORK["network_def#features"]},
     )
 
 
 def test_demo_runs_every_stage_in_short_form(tmp_path, capsys):
     arguments = ["demo", "--out", str(tmp_path), "--patients", "10", "--slices", "1", "--size", "128"]
     arguments += ["--device", "cpu"]
-    for key, value in TINY.items():
+    for key, value in TINY_TRAINING.items():
         if key != "device":
             arguments += [f"--{key}", json.dumps(value)]
     assert main(arguments) == 0

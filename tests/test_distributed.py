@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_bundle import TINY_TRAINING
 
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
@@ -19,16 +20,8 @@ from pipeline.workflow import default_bundle_dir
 BUNDLE = default_bundle_dir()
 SAVE_FINAL_PARAMETERS = Path(__file__).resolve().parent / "configs" / "save_final_parameters_per_rank.json"
 WORKERS = 2
-TINY = {
-    "image_size": 32,
-    "network_def#features": [4, 8, 16, 32, 64],
-    "epochs": 1,
-    "warmup_epochs": 0,
-    "batch_size": 2,
-    "num_workers": 0,
-    "progress_bar": "False",
-    "device": "$torch.device('cpu')",
-}
+# MONAI's command line reads the string "False" as the boolean (a plain "false" stays a string).
+TINY = {**TINY_TRAINING, "batch_size": 2, "progress_bar": "False"}
 
 
 @pytest.fixture(scope="module")

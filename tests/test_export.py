@@ -17,6 +17,7 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 from PIL import Image
+from tiny_bundle import TINY_NETWORK, TINY_TRAINING
 
 from pipeline.__main__ import main
 from pipeline.data.figshare import read_figshare_slice
@@ -27,18 +28,10 @@ from pipeline.export.checks import DEFAULT_SCHEMA
 from pipeline.networks import UNet2D
 from pipeline.workflow import BUNDLE_NAME, default_bundle_dir, run_bundle
 
-FEATURES = [4, 8, 16, 32, 64]
+FEATURES = TINY_NETWORK["network_def#features"]
 # The shapes the checkpoint is trained with; export must be told them exactly as training was.
-SHAPE_OVERRIDES = {"image_size": 32, "network_def#features": FEATURES}
-TRAIN_OVERRIDES = {
-    **SHAPE_OVERRIDES,
-    "epochs": 1,
-    "warmup_epochs": 0,
-    "batch_size": 4,
-    "num_workers": 0,
-    "progress_bar": False,
-    "device": "$torch.device('cpu')",
-}
+SHAPE_OVERRIDES = TINY_NETWORK
+TRAIN_OVERRIDES = TINY_TRAINING
 # Files a bundle folder collects while it is used, none of which may travel in the zip.
 LOCAL_CLUTTER = (
     "models/latest_checkpoint_epoch=1.pt",

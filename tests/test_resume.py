@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_bundle import TINY_TRAINING
 
 from pipeline.__main__ import main
 from pipeline.checkpoints import load_checkpoint
@@ -20,15 +21,8 @@ from pipeline.data.prepare import prepare_dataset
 
 EPOCHS = 3
 # Tiny net at 32 px; batches of 2 give the epoch enough iterations to be killed in its middle.
-TINY = {
-    "image_size": 32,
-    "network_def#features": [4, 8, 16, 32, 64],
-    "warmup_epochs": 0,
-    "batch_size": 2,
-    "num_workers": 0,
-    "cache_rate": 0,
-    "progress_bar": False,
-}
+TINY = {key: value for key, value in TINY_TRAINING.items() if key not in ("epochs", "device")}
+TINY.update(batch_size=2, cache_rate=0)
 
 
 @pytest.fixture(scope="module")
