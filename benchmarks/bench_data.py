@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import monai
 import torch
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.utils import convert_to_tensor
 from phantom_slices import phantom_datalist
+from run_environment import run_environment
 
 from pipeline.workflow import default_bundle_dir
 
@@ -107,11 +105,7 @@ def main() -> None:
         "training_consumes_slices_per_s": round(consumption, 2),
         "cached_over_consumption": round(best_cached / consumption, 1),
         "uncached_workers0_over_consumption": round(rates.get("uncached_workers0", 0.0) / consumption, 1),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
+        **run_environment(),
     }
     print(json.dumps(result))
 

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import monai
 import nibabel as nib
 import numpy as np
 import torch
 from monai.bundle import ConfigWorkflow
 from monai.utils import convert_to_tensor
 from phantom_slices import phantom_datalist
+from run_environment import run_environment
 
 from pipeline.data.figshare import FigshareMatReader
 from pipeline.workflow import default_bundle_dir
@@ -141,11 +139,7 @@ def main() -> None:
         "bare_slices_per_s": round(args.slices / sum(best_bare.values()), 2),
         "bare_seconds": {part: round(seconds, 3) for part, seconds in best_bare.items()},
         "bundle_over_bare": round(sum(best_bare.values()) / min(bundle), 3),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
+        **run_environment(),
     }
     print(json.dumps(result))
 

@@ -19,14 +19,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import monai
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
@@ -34,6 +31,7 @@ from monai.data import list_data_collate
 from monai.optimizers import WarmupCosineSchedule
 from monai.utils import convert_to_tensor
 from phantom_slices import phantom_datalist
+from run_environment import run_environment
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.workflow import default_bundle_dir
@@ -262,11 +260,7 @@ def main() -> None:
         "cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
         if device.type == "cuda"
         else None,
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
+        **run_environment(),
     }
     print(json.dumps(result))
 
