@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from pipeline.checkpoints.model_config import (
+    MODEL_CONFIG_FILE,
+    check_overrides_agree,
+    read_model_config,
+    write_model_config,
+)
 
 BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
 
@@ -64,8 +71,11 @@ def run_bundle(
 ) -> ConfigWorkflow:
     """Initialise, run and finalise ``configs/<config_names>`` of ``bundle_dir`` with ``overrides``.
 
-    The config files are merged in order (later ones override earlier ones), as ``monai.bundle run``
-    does with a list of config files. Returns the finished workflow so callers can read its results.
+    The config files are merged in order (later ones override earlier ones), as ``monai.bundle run`` does with
+    a list of config files. A training run writes the trained model's definition to
+    ``<ckpt_dir>/model_config.json``; every other stage merges that file last, so it rebuilds the network and
+    the preprocessing the weights were trained with. Returns the finished workflow so callers can read its
+    results.
     """
     bundle_dir = Path(bundle_dir).resolve()
     configs = bundle_dir / "configs"
@@ -73,14 +83,32 @@ def run_bundle(
     missing = [str(path) for path in config_files if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"bundle config not found: {', '.join(missing)}")
+    overrides = {"bundle_root": str(bundle_dir), **overrides}
+    if workflow_type != "train":
+        config_files += trained_model_config(config_files, overrides)
     workflow = ConfigWorkflow(
         config_file=[str(path) for path in config_files],
         meta_file=str(configs / "metadata.json"),
         logging_file=str(configs / "logging.conf"),
         workflow_type=workflow_type,
-        **{"bundle_root": str(bundle_dir), **overrides},
+        **overrides,
     )
     workflow.initialize()
+    if workflow_type == "train" and int(os.environ.get("RANK", "0")) == 0:
+        write_model_config(workflow.parser, workflow.parser.get_parsed_content("ckpt_dir"))
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+def trained_model_config(config_files: Sequence[Path], overrides: dict[str, Any]) -> list[Path]:
+    """``[<ckpt_dir>/model_config.json]`` where training wrote one, else ``[]``; refuses contradicting overrides."""
+    parser = ConfigParser()
+    parser.read_config([str(path) for path in config_files])
+    parser.update(overrides)
+    ckpt_dir = Path(parser.get_parsed_content("ckpt_dir"))
+    model_config = read_model_config(ckpt_dir)
+    if model_config is None:
+        return []
+    check_overrides_agree(model_config, overrides, ckpt_dir / MODEL_CONFIG_FILE)
+    return [ckpt_dir / MODEL_CONFIG_FILE]

@@ -118,4 +118,9 @@ def test_check_detects_weights_that_differ_from_large_files(bundle, capsys):
     entry = {"path": "models/model.pt", "url": "file:///nowhere/model.pt", "hash_val": "0" * 64, "hash_type": "sha256"}
     (bundle / "large_files.yml").write_text(json.dumps({"large_files": [entry]}))
     code, failures, _ = run_check(capsys, bundle)
-    assert code == 1 and failures == [f"FAIL {bundle / 'models' / 'model.pt'}: sha256 differs from large_files.yml"]
+    weights = bundle / "models" / "model.pt"
+    assert code == 1 and f"FAIL {weights}: sha256 differs from large_files.yml" in failures
+    # The bytes are no checkpoint at all, which loading them into the network also reports.
+    assert [line for line in failures if "sha256" not in line] == [
+        line for line in failures if line.startswith(f"FAIL {weights}: not a PyTorch checkpoint")
+    ]

@@ -66,7 +66,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoints(tmp_path)
     error = find_user_error(caught.value, (NonFiniteLossError,))
     assert error is not None, caught.value
     assert "epoch 2, iteration 7 (3 of 4 in the epoch)" in str(error) and "loss is nan" in str(error)
-    assert sorted(path.name for path in ckpt_dir.iterdir()) == ["latest_checkpoint_epoch=1.pt", "model.pt"]
+    checkpoints = sorted(path.name for path in ckpt_dir.iterdir() if path.suffix == ".pt")
+    assert checkpoints == ["latest_checkpoint_epoch=1.pt", "model.pt"]
     for name in ("latest_checkpoint_epoch=1.pt", "model.pt"):
         state = load_checkpoint(ckpt_dir / name)
         weights = state.get("model", state)

@@ -1,17 +1,35 @@
 """Checkpoints: atomic saving, safe loading, and the state a training run resumes from."""
 
 from pipeline.checkpoints.atomic_saver import AtomicCheckpointSaver, AtomicDiskSaver
+from pipeline.checkpoints.model_config import (
+    MODEL_CONFIG_FILE,
+    ModelConfigMismatchError,
+    read_model_config,
+    with_model_config,
+    write_model_config,
+)
 from pipeline.checkpoints.resume import (
     LATEST_CHECKPOINT_PREFIX,
     ResumeError,
     find_latest_checkpoint,
     latest_checkpoints,
 )
-from pipeline.checkpoints.safe_loading import SafeCheckpointLoader, UnsafeCheckpointError, load_checkpoint
+from pipeline.checkpoints.safe_loading import (
+    CheckpointMismatchError,
+    MissingCheckpointError,
+    SafeCheckpointLoader,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    weights_mismatch,
+)
 from pipeline.checkpoints.training_state import GradScalerState, RandomStates
 
 __all__ = [
     "LATEST_CHECKPOINT_PREFIX",
+    "MODEL_CONFIG_FILE",
+    "CheckpointMismatchError",
+    "MissingCheckpointError",
+    "ModelConfigMismatchError",
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
     "GradScalerState",
@@ -22,4 +40,8 @@ __all__ = [
     "find_latest_checkpoint",
     "latest_checkpoints",
     "load_checkpoint",
+    "read_model_config",
+    "weights_mismatch",
+    "with_model_config",
+    "write_model_config",
 ]

@@ -17,6 +17,28 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint that holds pickled Python objects other than tensors and plain containers."""
 
 
+class MissingCheckpointError(FileNotFoundError):
+    """No checkpoint where the config expects the trained weights."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose weights do not fit the network the config builds."""
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], state: dict[str, Any]) -> str | None:
+    """The first key that ``state`` lacks, adds, or holds at another shape than ``expected``; ``None`` if it fits."""
+    for key, tensor in expected.items():
+        if key not in state:
+            return f"the checkpoint lacks {key!r} of the configured network"
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            return (
+                f"{key!r} has shape {list(state[key].shape)} in the checkpoint but {list(tensor.shape)} in the "
+                "configured network"
+            )
+    extra = sorted(set(state) - set(expected))
+    return f"the checkpoint has {extra[0]!r}, unknown to the configured network" if extra else None
+
+
 def unsafe_checkpoint_message(path: str | os.PathLike) -> str:
     """The one-line refusal for ``path``, shared by every loader."""
     return (
@@ -44,13 +66,35 @@ class SafeCheckpointLoader(CheckpointLoader):
     """
 
     def __call__(self, engine: Engine) -> None:
+        if not os.path.isfile(self.load_path):
+            raise MissingCheckpointError(
+                f"{self.load_path}: no trained weights here; train them (python -m pipeline train), fetch the "
+                "released ones (python -m pipeline fetch-weights), or point --ckpt_dir at a folder holding model.pt"
+            )
         try:
             super().__call__(engine)
         except pickle.UnpicklingError as error:
             raise UnsafeCheckpointError(unsafe_checkpoint_message(self.load_path)) from error
+        except RuntimeError as error:
+            self._raise_mismatch(error)
+            raise
         state = engine.state
         if state.max_epochs is not None and 0 < state.max_epochs <= state.epoch:
             raise ResumeError(
                 f"{self.load_path}: this training already finished its {state.epoch} epochs; "
                 f"to train further, raise the epoch count above {state.epoch} (e.g. --epochs {state.epoch + 10})"
             )
+
+    def _raise_mismatch(self, error: RuntimeError) -> None:
+        """Turn torch's list of missing, unexpected and resized keys into one line naming both shapes."""
+        checkpoint = load_checkpoint(self.load_path, map_location="cpu")
+        for name, obj in self.load_dict.items():
+            if not isinstance(obj, torch.nn.Module):
+                continue
+            state = checkpoint.get(name, checkpoint)  # MONAI's loader takes a bare state dict for one object
+            problem = weights_mismatch(obj.state_dict(), state) if isinstance(state, dict) else None
+            if problem:
+                raise CheckpointMismatchError(
+                    f"{self.load_path}: does not fit the configured network: {problem}; use the model_config.json "
+                    "written beside it by training, or the network overrides it was trained with"
+                ) from error

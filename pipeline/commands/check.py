@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.checkpoints import ModelConfigMismatchError, with_model_config
 from pipeline.export import check_bundle
 from pipeline.export.checks import DEFAULT_SCHEMA
 from pipeline.workflow import default_bundle_dir, parse_overrides
@@ -27,14 +28,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--schema", type=Path, default=DEFAULT_SCHEMA, help="MONAI's metadata schema file (default: %(default)s)"
     )
-    parser.epilog = "Other --KEY VALUE pairs override configs/inference.json for the network check."
+    parser.epilog = (
+        "The network is built from configs/inference.json and models/model_config.json; other --KEY VALUE pairs "
+        "override them for the network check."
+    )
     parser.set_defaults(accepts_overrides=True)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Print every problem found (and every check skipped); 0 when the bundle passes, 1 otherwise."""
-    report = check_bundle(args.bundle.resolve(), parse_overrides(args.overrides), schema=args.schema)
+    try:
+        overrides = with_model_config(args.bundle / "models", parse_overrides(args.overrides))
+    except ModelConfigMismatchError as error:
+        raise SystemExit(f"error: {error}") from error
+    report = check_bundle(args.bundle.resolve(), overrides, schema=args.schema)
     for line in report.skipped:
         print(f"warning: {line}", file=sys.stderr)
     for line in report.problems:

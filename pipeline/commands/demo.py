@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         "infer",
         datalist=[{"image": str((dataset / entry["image"]).resolve())} for entry in datalist["test"]],
         output_dir=str(out / "predictions"),
-        **{key: settings[key] for key in ("image_size", "network_def#features", "ckpt_dir", "num_workers")},
+        **{key: settings[key] for key in ("ckpt_dir", "num_workers")},
         **device_override(args.device),
     )
     summary = json.loads((out / "evaluation" / "summary.json").read_text())

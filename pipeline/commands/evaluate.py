@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from pipeline.checkpoints import (
+    CheckpointMismatchError,
+    MissingCheckpointError,
+    ModelConfigMismatchError,
+    UnsafeCheckpointError,
+)
+from pipeline.user_errors import find_user_error
 from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
+
+USER_ERRORS = (UnsafeCheckpointError, MissingCheckpointError, CheckpointMismatchError, ModelConfigMismatchError)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,15 +41,22 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {datalist_path}: not found; write it with `python -m pipeline prepare`")
     if not json.loads(datalist_path.read_text()).get(args.split):
         raise SystemExit(f"error: {datalist_path}: the '{args.split}' list is empty; choose another with --split")
-    workflow = run_bundle(
-        args.bundle,
-        ["train.json", "evaluate.json"],
-        "eval",
-        dataset_dir=str(args.dataset_dir.resolve()),
-        eval_split=args.split,
-        **device_override(args.device),
-        **parse_overrides(args.overrides),
-    )
+    try:
+        workflow = run_bundle(
+            args.bundle,
+            ["train.json", "evaluate.json"],
+            "eval",
+            dataset_dir=str(args.dataset_dir.resolve()),
+            eval_split=args.split,
+            **device_override(args.device),
+            **parse_overrides(args.overrides),
+        )
+    except Exception as error:
+        user_error = find_user_error(error, USER_ERRORS)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        return 1
     output_dir = Path(workflow.parser.get_parsed_content("output_dir"))
     summary = json.loads((output_dir / "summary.json").read_text())
     print(format_summary(summary))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.checkpoints import ModelConfigMismatchError, with_model_config
 from pipeline.export import BundleExportError, export_bundle
 from pipeline.export.checks import DEFAULT_SCHEMA
 from pipeline.workflow import default_bundle_dir, parse_overrides
@@ -16,9 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "export",
         help="export the trained model (TorchScript, ONNX) and package the bundle as one zip",
         description="Write <bundle>/models/model.ts and model.onnx from CKPT, and <dist>/<bundle>_v<version>.zip "
-        "(configs, docs, licence, weights) with a .sha256 beside it. Pass the same --KEY VALUE overrides the "
-        'model was trained with (e.g. --network_def#features "[16,32,64,128,256]" --image_size 128): they '
-        "build the exported network and are written into the zipped configs.",
+        "(configs, docs, licence, weights) with a .sha256 beside it. The network and preprocessing come from the "
+        "model_config.json that training wrote beside CKPT; they are written into the zipped configs, so the "
+        "unzipped bundle runs with MONAI alone.",
     )
     parser.add_argument(
         "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
@@ -41,11 +42,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Export and package the bundle; a bad checkpoint or metadata file ends with one error line."""
+    ckpt_dir = args.ckpt.parent if args.ckpt is not None else args.bundle / "models"
+    try:
+        overrides = with_model_config(ckpt_dir, parse_overrides(args.overrides))
+    except ModelConfigMismatchError as error:
+        raise SystemExit(f"error: {error}") from error
     try:
         exported = export_bundle(
             args.bundle,
             ckpt_file=args.ckpt,
-            overrides=parse_overrides(args.overrides),
+            overrides=overrides,
             dist_dir=args.dist,
             weights_url=args.weights_url,
             schema=args.schema,

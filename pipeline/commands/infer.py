@@ -6,13 +6,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.checkpoints import UnsafeCheckpointError
+from pipeline.checkpoints import (
+    CheckpointMismatchError,
+    MissingCheckpointError,
+    ModelConfigMismatchError,
+    UnsafeCheckpointError,
+)
 from pipeline.handlers import InputFailuresError
 from pipeline.preflight import INFER_MIN_FREE_BYTES, PreflightError, check_output_folder, refuse_non_empty_folder
 from pipeline.user_errors import find_user_error
 from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
 
-USER_ERRORS = (PreflightError, UnsafeCheckpointError, InputFailuresError)
+USER_ERRORS = (
+    PreflightError,
+    UnsafeCheckpointError,
+    CheckpointMismatchError,
+    MissingCheckpointError,
+    ModelConfigMismatchError,
+    InputFailuresError,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

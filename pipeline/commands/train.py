@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.checkpoints import ResumeError, UnsafeCheckpointError, latest_checkpoints
+from pipeline.checkpoints import CheckpointMismatchError, ResumeError, UnsafeCheckpointError, latest_checkpoints
 from pipeline.distributed import launch, with_multi_gpu_config, worker_argv, world_size
 from pipeline.handlers import NonFiniteLossError
 from pipeline.preflight import TRAIN_MIN_FREE_BYTES, PreflightError, bundle_config_values, check_output_folder
@@ -14,7 +14,7 @@ from pipeline.user_errors import find_user_error
 from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
 
 BEST_CHECKPOINT = "model.pt"
-USER_ERRORS = (PreflightError, ResumeError, UnsafeCheckpointError, NonFiniteLossError)
+USER_ERRORS = (PreflightError, ResumeError, UnsafeCheckpointError, CheckpointMismatchError, NonFiniteLossError)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,6 +35,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--overwrite",
         action="store_true",
         help="start a new run over an earlier run's checkpoints (its model.pt is replaced at the first validation)",
+    )
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="merge configs/train_RECIPE.json onto train.json, e.g. `cpu` for the recipe tuned for a few CPU cores",
     )
     parser.add_argument(
         "--gpus",
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         _preflight(args, overrides)
         if args.gpus > 1 and world_size() == 1:
             return launch(args.gpus, worker_argv(args.argv))
-        run_bundle(args.bundle, with_multi_gpu_config(["train.json"]), "train", **overrides)
+        run_bundle(args.bundle, with_multi_gpu_config(train_configs(args.recipe)), "train", **overrides)
     except Exception as error:
         user_error = find_user_error(error, USER_ERRORS)
         if user_error is None:
@@ -70,8 +75,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_configs(recipe: str | None) -> list[str]:
+    """``train.json``, followed by the recipe override ``train_<recipe>.json`` when one is named."""
+    return ["train.json"] if recipe is None else ["train.json", f"train_{recipe}.json"]
+
+
 def _preflight(args: argparse.Namespace, overrides: dict) -> None:
-    folders = bundle_config_values(args.bundle, ["train.json"], ("ckpt_dir", "output_dir"), overrides)
+    folders = bundle_config_values(args.bundle, train_configs(args.recipe), ("ckpt_dir", "output_dir"), overrides)
     ckpt_dir = Path(folders["ckpt_dir"])
     for folder in (ckpt_dir, Path(folders["output_dir"])):
         check_output_folder(folder, TRAIN_MIN_FREE_BYTES)
@@ -80,8 +90,13 @@ def _preflight(args: argparse.Namespace, overrides: dict) -> None:
         # A new run's checkpoints must be the only ones a later --resume can pick.
         for stale in earlier:
             stale.unlink()
-    elif not args.resume and (earlier or (ckpt_dir / BEST_CHECKPOINT).is_file()):
+    elif not args.resume and earlier:
         raise PreflightError(
             f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite "
             "to start a new run over it"
+        )
+    elif not args.resume and (ckpt_dir / BEST_CHECKPOINT).is_file():
+        raise PreflightError(
+            f"{ckpt_dir / BEST_CHECKPOINT}: a trained model is already here (in a fresh clone, the released "
+            "one); pass --ckpt_dir to train into another folder, or --overwrite to replace it"
         )

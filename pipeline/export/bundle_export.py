@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_path
+from pipeline.checkpoints import MODEL_CONFIG_FILE
 from pipeline.export.checkpoint import check_fits, load_state_dict
 from pipeline.export.checks import DEFAULT_SCHEMA, input_shape, read_metadata, schema_problems, version_problems
 from pipeline.export.contents import WEIGHT_FILES, shipped_sources
@@ -120,6 +121,8 @@ def export_bundle(
         models = staged / "models"
         models.mkdir()
         torch.save(state, models / "model.pt")
+        if (ckpt_file.parent / MODEL_CONFIG_FILE).is_file():
+            shutil.copyfile(ckpt_file.parent / MODEL_CONFIG_FILE, models / MODEL_CONFIG_FILE)
         archive = dist_dir / archive_name(bundle_dir.name, version)
         _check_release_is_new_or_same(archive, staged, bundle_dir.name, version)
         shape = input_shape(staged_metadata)

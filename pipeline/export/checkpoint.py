@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.checkpoints.safe_loading import weights_mismatch
 from pipeline.export.errors import BundleExportError
 
 
@@ -33,16 +34,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def check_fits(network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Raise :class:`BundleExportError` naming the first key that ``state`` (read from ``path``) lacks,
     adds, or holds at another shape than ``network``'s."""
-    expected = network.state_dict()
-    hint = "export with the overrides it was trained with, e.g. --network_def#features"
-    for key, tensor in expected.items():
-        if key not in state:
-            raise BundleExportError(f"{path}: checkpoint lacks {key!r} of the configured network; {hint}")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise BundleExportError(
-                f"{path}: {key!r} has shape {list(state[key].shape)} in the checkpoint but "
-                f"{list(tensor.shape)} in the configured network; {hint}"
-            )
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise BundleExportError(f"{path}: checkpoint has {extra[0]!r}, unknown to the configured network; {hint}")
+    problem = weights_mismatch(network.state_dict(), state)
+    if problem:
+        raise BundleExportError(
+            f"{path}: {problem}; export with the model_config.json training wrote beside it, or with the "
+            "overrides it was trained with, e.g. --network_def#features"
+        )

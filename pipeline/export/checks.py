@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 from monai.apps.utils import check_hash
-from monai.bundle import verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
+from pipeline.export.checkpoint import check_fits, load_state_dict
 from pipeline.export.contents import REQUIRED_FILES
 from pipeline.export.errors import BundleExportError
 from pipeline.export.large_files import LARGE_FILES, read_large_files
@@ -87,6 +88,19 @@ def network_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str
     return []
 
 
+def checkpoint_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
+    """Load ``models/model.pt`` into ``network_def`` of ``configs/inference.json`` (with ``overrides``)."""
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    ckpt_file = bundle_dir / "models" / "model.pt"
+    try:
+        check_fits(parser.get_parsed_content("network_def"), load_state_dict(ckpt_file), ckpt_file)
+    except BundleExportError as error:
+        return [str(error)]
+    return []
+
+
 def torchscript_problems(model_file: Path, metadata: Mapping[str, Any]) -> list[str]:
     """``model_file`` must load, come from this metadata version, and map the declared input to the declared output."""
     extra_files = {"metadata.json": ""}
@@ -153,6 +167,8 @@ def check_bundle(
     report.problems += version_problems(meta_file, metadata)
     if (bundle_dir / "configs" / "inference.json").is_file():
         report.problems += network_problems(bundle_dir, overrides or {})
+        if (bundle_dir / "models" / "model.pt").is_file():
+            report.problems += checkpoint_problems(bundle_dir, overrides or {})
     if (bundle_dir / "models" / "model.ts").is_file():
         report.problems += torchscript_problems(bundle_dir / "models" / "model.ts", metadata)
     archive = bundle_dir / "dist" / archive_name(bundle_dir.name, str(metadata.get("version")))

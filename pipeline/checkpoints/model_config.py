@@ -1,0 +1,96 @@
+"""The trained model's definition, written beside its weights so that every later stage rebuilds it unchanged.
+
+Training writes ``<ckpt_dir>/model_config.json``: the config keys that define what the weights mean (the
+network definition, the input size and the intensity scaling). It is a bundle config override like any other:
+the entry points merge it after the stage's configs, and ``python -m monai.bundle run`` takes it as one more
+``--config_file``. This is nnU-Net's plans file in bundle form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser
+
+from pipeline.atomic import write_text_atomic
+
+MODEL_CONFIG_FILE = "model_config.json"
+# The config keys that define the trained model; each of train.json and inference.json defines all of them.
+DEFINING_KEYS = ("network_def", "image_size", "intensity_percentiles")
+
+
+class ModelConfigMismatchError(ValueError):
+    """An override that contradicts the definition the trained model was saved with."""
+
+
+def _resolved(parser: ConfigParser, key: str) -> Any:
+    """The raw config at ``key`` with every ``@reference`` and ``$expression`` leaf replaced by its value."""
+    raw = parser.get(key)
+    if isinstance(raw, Mapping):
+        return {name: _resolved(parser, f"{key}#{name}") for name in raw}
+    if isinstance(raw, list):
+        return [_resolved(parser, f"{key}#{index}") for index in range(len(raw))]
+    if isinstance(raw, str) and raw.startswith(("@", "$", "%")):
+        return parser.get_parsed_content(key, instantiate=False)
+    return raw
+
+
+def model_config_from(parser: ConfigParser) -> dict[str, Any]:
+    """The defining keys of a bundle config as plain JSON values (``network_def`` stays a config component)."""
+    return {key: _resolved(parser, key) for key in DEFINING_KEYS}
+
+
+def write_model_config(parser: ConfigParser, ckpt_dir: str | os.PathLike) -> Path:
+    """Write the defining keys of ``parser`` to ``<ckpt_dir>/model_config.json`` atomically and return its path."""
+    path = Path(ckpt_dir) / MODEL_CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(model_config_from(parser), indent=4) + "\n")
+    return path
+
+
+def read_model_config(ckpt_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The definition saved in ``<ckpt_dir>/model_config.json``, or ``None`` where training wrote none."""
+    path = Path(ckpt_dir) / MODEL_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelConfigMismatchError(f"{path}: not a JSON model definition ({error})") from error
+    unknown = sorted(set(content) - set(DEFINING_KEYS))
+    if not isinstance(content, dict) or unknown:
+        raise ModelConfigMismatchError(f"{path}: unexpected keys {unknown}; expected only {list(DEFINING_KEYS)}")
+    return content
+
+
+def check_overrides_agree(model_config: Mapping[str, Any], overrides: Mapping[str, Any], source: Path) -> None:
+    """Refuse an override of a defining key (``image_size``, ``network_def#features``...) that differs from
+    what the model in ``source`` was trained with: the weights would not mean what the config says."""
+    saved = ConfigParser(dict(model_config))
+    for key, value in overrides.items():
+        if key.split("#")[0] not in DEFINING_KEYS or key not in saved:
+            continue
+        if saved.get(key) != value:
+            raise ModelConfigMismatchError(
+                f"--{key} {json.dumps(value)} contradicts the trained model, which has {key} = "
+                f"{json.dumps(saved.get(key))} ({source}); drop the override, or train a model with it"
+            )
+
+
+def with_model_config(ckpt_dir: str | os.PathLike, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of the definition saved in ``ckpt_dir`` (if any), after checking they agree.
+
+    The network definition is given key by key (``network_def#features``...), so that it changes a config's
+    ``network_def`` component and leaves one that loads a TorchScript file alone.
+    """
+    model_config = read_model_config(ckpt_dir)
+    if model_config is None:
+        return dict(overrides)
+    check_overrides_agree(model_config, overrides, Path(ckpt_dir) / MODEL_CONFIG_FILE)
+    flat = {key: value for key, value in model_config.items() if key != "network_def"}
+    flat.update({f"network_def#{key}": value for key, value in model_config.get("network_def", {}).items()})
+    return {**flat, **overrides}

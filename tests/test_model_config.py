@@ -1,0 +1,97 @@
+"""The trained model's definition travels with its weights: no stage after training retypes it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tiny_bundle import TINY_TRAINING
+
+from pipeline.__main__ import main
+from pipeline.checkpoints import MODEL_CONFIG_FILE
+from pipeline.data.phantom import synthesize_dataset
+from pipeline.data.prepare import prepare_dataset
+
+# A training run whose definition differs from every config default: 6-wide U-Net at 48 px, other percentiles.
+DEFINITION = {"network_def#features": [6, 12, 24, 48, 96], "image_size": 48, "intensity_percentiles": [1.0, 99.0]}
+
+
+def _cli(settings: dict) -> list[str]:
+    arguments = []
+    for key, value in settings.items():
+        arguments += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return arguments
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """One epoch through `python -m pipeline train` with a non-default network, size and scaling."""
+    root = tmp_path_factory.mktemp("model_config")
+    synthesize_dataset(root / "raw", patients=8, slices_per_patient=2, size=128, seed=5)
+    prepare_dataset(root / "raw", root / "dataset", seed=5)
+    settings = {
+        **{key: value for key, value in TINY_TRAINING.items() if key != "device"},
+        **DEFINITION,
+        "ckpt_dir": str(root / "models"),
+        "output_dir": str(root / "training"),
+    }
+    assert main(["train", "--dataset-dir", str(root / "dataset"), "--device", "cpu", *_cli(settings)]) == 0
+    slices = root / "slices"
+    slices.mkdir()
+    for mat in sorted((root / "raw").glob("[0-9]*.mat"))[:3]:
+        shutil.copy(mat, slices / mat.name)
+    return {"dataset": root / "dataset", "ckpt_dir": root / "models", "root": root, "slices": slices}
+
+
+def test_training_writes_the_definition_beside_the_weights(trained):
+    saved = json.loads((trained["ckpt_dir"] / MODEL_CONFIG_FILE).read_text())
+    assert saved["network_def"]["_target_"] == "pipeline.networks.UNet2D"
+    assert saved["network_def"]["features"] == DEFINITION["network_def#features"]
+    assert saved["image_size"] == DEFINITION["image_size"]
+    assert saved["intensity_percentiles"] == DEFINITION["intensity_percentiles"]
+
+
+def test_evaluate_and_infer_rebuild_the_trained_model_without_retyping(trained, capsys):
+    ckpt = ["--ckpt_dir", str(trained["ckpt_dir"]), "--num_workers", "0"]
+    evaluation = trained["root"] / "evaluation"
+    arguments = ["evaluate", "--dataset-dir", str(trained["dataset"]), "--device", "cpu", "--output_dir"]
+    assert main([*arguments, str(evaluation), *ckpt]) == 0
+    assert json.loads((evaluation / "summary.json").read_text())["overall"]["n"] > 0
+    masks = trained["root"] / "masks"
+    assert main(["infer", "--input", str(trained["slices"]), "--output", str(masks), "--device", "cpu", *ckpt]) == 0
+    assert len(list(masks.glob("*_seg.nii.gz"))) == len(list(trained["slices"].iterdir()))
+
+
+def test_an_override_contradicting_the_trained_model_is_one_clear_error(trained, tmp_path, capsys):
+    arguments = ["infer", "--input", str(trained["slices"]), "--output", str(tmp_path / "masks")]
+    arguments += ["--device", "cpu", "--ckpt_dir", str(trained["ckpt_dir"]), "--image_size", "64"]
+    assert main(arguments) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "--image_size 64 contradicts the trained model, which has image_size = 48" in error
+    assert MODEL_CONFIG_FILE in error
+    assert not (tmp_path / "masks").exists() or not any((tmp_path / "masks").iterdir())
+
+
+def test_a_checkpoint_that_does_not_fit_the_network_names_both_shapes(trained, tmp_path, capsys):
+    state = torch.load(trained["ckpt_dir"] / "model.pt", map_location="cpu", weights_only=True)
+    torch.save(state, tmp_path / "model.pt")  # the weights without their definition: the config's defaults apply
+    arguments = ["infer", "--input", str(trained["slices"]), "--output", str(tmp_path / "masks")]
+    arguments += ["--device", "cpu", "--ckpt_dir", str(tmp_path), "--image_size", "48", "--num_workers", "0"]
+    assert main(arguments) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "has shape [6, 1, 3, 3] in the checkpoint but [64, 1, 3, 3] in the configured network" in error
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    Image.new("L", (32, 32)).save(tmp_path / "in" / "1.png")
+    arguments = ["infer", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    assert main([*arguments, "--ckpt_dir", str(tmp_path / "empty"), "--num_workers", "0"]) == 1
+    error = capsys.readouterr().err
+    assert "no trained weights here" in error and "fetch-weights" in error
