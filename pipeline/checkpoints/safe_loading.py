@@ -87,7 +87,10 @@ class SafeCheckpointLoader(CheckpointLoader):
 
     def _raise_mismatch(self, error: RuntimeError) -> None:
         """Turn torch's list of missing, unexpected and resized keys into one line naming both shapes."""
-        checkpoint = load_checkpoint(self.load_path, map_location="cpu")
+        try:
+            checkpoint = load_checkpoint(self.load_path, map_location="cpu")
+        except Exception:  # not a readable checkpoint at all: torch's own error says more than a comparison could
+            return
         for name, obj in self.load_dict.items():
             if not isinstance(obj, torch.nn.Module):
                 continue
