@@ -95,3 +95,33 @@ def test_missing_weights_say_how_to_get_them(tmp_path, capsys):
     assert main([*arguments, "--ckpt_dir", str(tmp_path / "empty"), "--num_workers", "0"]) == 1
     error = capsys.readouterr().err
     assert "no trained weights here" in error and "fetch-weights" in error
+
+
+def test_the_cpu_recipe_trains_on_crops_and_saves_the_whole_slice_definition(tmp_path):
+    """`train --recipe cpu` merges train_cpu.json over train.json: crops for training, whole slices after."""
+    synthesize_dataset(tmp_path / "raw", patients=6, slices_per_patient=2, size=128, seed=7)
+    prepare_dataset(tmp_path / "raw", tmp_path / "dataset", seed=7)
+    settings = {
+        "epochs": 1,
+        "batch_size": 4,
+        "progress_bar": False,
+        "image_size": 32,
+        "crop_size": 16,
+        "val_interval": 1,
+        "network_def#features": [4, 8, 16, 32, 64],
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "training"),
+    }
+    arguments = ["train", "--dataset-dir", str(tmp_path / "dataset"), "--recipe", "cpu", "--device", "cpu"]
+    assert main([*arguments, *_cli(settings)]) == 0
+    saved = json.loads((tmp_path / "models" / MODEL_CONFIG_FILE).read_text())
+    assert saved["image_size"] == 32 and saved["network_def"]["features"] == [4, 8, 16, 32, 64]
+    header, epoch = (tmp_path / "training" / "learning_curve.csv").read_text().splitlines()
+    assert float(dict(zip(header.split(","), epoch.split(",")))["val_mean_dice"]) >= 0.0
+
+
+def test_an_unknown_recipe_is_one_line_naming_the_known_ones(tmp_path, capsys):
+    assert main(["train", "--dataset-dir", str(tmp_path), "--recipe", "fast", "--device", "cpu"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("train_fast.json: no such recipe; the bundle has: cpu") and "\n" not in error
+    assert not any(tmp_path.iterdir())

@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.resume:
         overrides["resume"] = True
+    recipe_file = Path(args.bundle) / "configs" / f"train_{args.recipe}.json"
+    if args.recipe is not None and not recipe_file.is_file():
+        known = sorted(path.stem.removeprefix("train_") for path in recipe_file.parent.glob("train_*.json"))
+        print(f"error: {recipe_file}: no such recipe; the bundle has: {', '.join(known) or 'none'}", file=sys.stderr)
+        return 1
     try:
         _preflight(args, overrides)
         if args.gpus > 1 and world_size() == 1:

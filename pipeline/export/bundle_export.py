@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_path
 from pipeline.checkpoints import MODEL_CONFIG_FILE
-from pipeline.export.checkpoint import check_fits, load_state_dict
+from pipeline.export.checkpoint import check_fits, is_state_dict_file, load_state_dict
 from pipeline.export.checks import DEFAULT_SCHEMA, input_shape, read_metadata, schema_problems, version_problems
 from pipeline.export.contents import WEIGHT_FILES, shipped_sources
 from pipeline.export.errors import BundleExportError
@@ -120,7 +120,10 @@ def export_bundle(
         check_fits(_configured_network(staged), state, ckpt_file)
         models = staged / "models"
         models.mkdir()
-        torch.save(state, models / "model.pt")
+        if is_state_dict_file(ckpt_file):
+            shutil.copyfile(ckpt_file, models / "model.pt")  # the same bytes, so large_files.yml's hash still holds
+        else:
+            torch.save(state, models / "model.pt")
         if (ckpt_file.parent / MODEL_CONFIG_FILE).is_file():
             shutil.copyfile(ckpt_file.parent / MODEL_CONFIG_FILE, models / MODEL_CONFIG_FILE)
         archive = dist_dir / archive_name(bundle_dir.name, version)

@@ -31,6 +31,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def is_state_dict_file(path: Path) -> bool:
+    """Whether ``path`` holds a bare state dict (as ``model.pt`` does), not a full training checkpoint."""
+    return "model" not in torch.load(path, map_location="cpu", weights_only=True)
+
+
 def check_fits(network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Raise :class:`BundleExportError` naming the first key that ``state`` (read from ``path``) lacks,
     adds, or holds at another shape than ``network``'s."""

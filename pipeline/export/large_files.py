@@ -75,6 +75,11 @@ def fetch_large_files(bundle_dir: Path) -> list[Path]:
             raise BundleExportError(
                 f"{target}: exists but its {entry['hash_type']} differs from {LARGE_FILES}; move it away to fetch again"
             )
+        if not entry["url"] and not target.is_file():
+            raise BundleExportError(
+                f"{target}: missing, and {LARGE_FILES} lists no URL for it; weights that ship inside the repository "
+                "come back with `git checkout -- <path>`"
+            )
         try:
             download_url(
                 url=entry["url"],
