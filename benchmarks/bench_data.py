@@ -27,7 +27,7 @@ from monai.utils import convert_to_tensor
 from phantom_slices import phantom_datalist
 from run_environment import run_environment
 
-from pipeline.workflow import default_bundle_dir
+from pipeline import default_bundle_dir
 
 CONFIG = default_bundle_dir() / "configs" / "train.json"
 

@@ -27,8 +27,8 @@ from monai.utils import convert_to_tensor
 from phantom_slices import phantom_datalist
 from run_environment import run_environment
 
+from pipeline import default_bundle_dir
 from pipeline.data.figshare import FigshareMatReader
-from pipeline.workflow import default_bundle_dir
 
 CONFIGS = default_bundle_dir() / "configs"
 

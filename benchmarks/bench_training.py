@@ -34,7 +34,7 @@ from phantom_slices import phantom_datalist
 from run_environment import run_environment
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.workflow import default_bundle_dir
+from pipeline import default_bundle_dir
 
 CONFIGS = default_bundle_dir() / "configs"
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}

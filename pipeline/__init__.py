@@ -1,3 +1,11 @@
 """2D brain-tumour MRI segmentation: data readers, the custom U-Net and helpers the MONAI bundle points at."""
 
-__version__ = "0.1.0"
+from pathlib import Path
+
+__version__ = "0.2.0"
+BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
+
+
+def default_bundle_dir() -> Path:
+    """The bundle shipped beside the package (``bundles/brain_tumor_mri_2d_segmentation``)."""
+    return Path(__file__).resolve().parents[1] / "bundles" / BUNDLE_NAME

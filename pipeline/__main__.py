@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+
+from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 
 # Modules under pipeline/commands, in the order `--help` lists them; each registers its own (hyphenated) name.
 COMMANDS = ("synth", "prepare", "download", "train", "evaluate", "infer", "demo", "export", "check", "fetch_weights")
+
+
+def version_text() -> str:
+    """The package version and the shipped bundle's version (read from its metadata, without importing MONAI)."""
+    metadata = default_bundle_dir() / "configs" / "metadata.json"
+    bundle = json.loads(metadata.read_text(encoding="utf-8"))["version"] if metadata.is_file() else "not found"
+    return f"pipeline {__version__}, bundle {BUNDLE_NAME} {bundle}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pipeline",
         description="Brain tumour segmentation in 2D MRI slices with a MONAI bundle and a custom U-Net.",
     )
+    parser.add_argument("--version", action="version", version=version_text())
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"pipeline.commands.{name}")

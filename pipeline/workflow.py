@@ -11,19 +11,13 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from pipeline import default_bundle_dir
 from pipeline.checkpoints.model_config import (
     MODEL_CONFIG_FILE,
     check_overrides_agree,
     read_model_config,
     write_model_config,
 )
-
-BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
-
-
-def default_bundle_dir() -> Path:
-    """The bundle shipped beside the package (``bundles/brain_tumor_mri_2d_segmentation``)."""
-    return Path(__file__).resolve().parents[1] / "bundles" / BUNDLE_NAME
 
 
 def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,11 +17,12 @@ from monai.transforms import LoadImage
 from PIL import Image
 from tiny_bundle import TINY_NETWORK, TINY_TRAINING
 
+from pipeline import default_bundle_dir
 from pipeline.__main__ import COMMANDS, main
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
-from pipeline.workflow import default_bundle_dir, parse_overrides, run_bundle
+from pipeline.workflow import parse_overrides, run_bundle
 
 BUNDLE = default_bundle_dir()
 CONFIGS = BUNDLE / "configs"

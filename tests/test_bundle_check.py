@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline import BUNDLE_NAME, default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.export.package import archive_name, write_checksum
 from pipeline.networks import UNet2D
-from pipeline.workflow import BUNDLE_NAME, default_bundle_dir
 
 # The network check builds network_def; a narrow one keeps it fast and checks the same wiring.
 TINY = ["--network_def#features", "[4,8,16,32,64]"]

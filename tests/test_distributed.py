@@ -12,10 +12,10 @@ import pytest
 import torch
 from tiny_bundle import TINY_TRAINING
 
+from pipeline import default_bundle_dir
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.distributed import MULTI_GPU_TRAIN_CONFIG, launch_command, with_multi_gpu_config, worker_argv
-from pipeline.workflow import default_bundle_dir
 
 BUNDLE = default_bundle_dir()
 SAVE_FINAL_PARAMETERS = Path(__file__).resolve().parent / "configs" / "save_final_parameters_per_rank.json"

@@ -19,6 +19,7 @@ from monai.transforms import LoadImage
 from PIL import Image
 from tiny_bundle import TINY_NETWORK, TINY_TRAINING
 
+from pipeline import BUNDLE_NAME, default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.data.figshare import read_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
@@ -26,7 +27,7 @@ from pipeline.data.prepare import prepare_dataset
 from pipeline.export import BundleExportError, export_bundle, fetch_large_files
 from pipeline.export.checks import DEFAULT_SCHEMA
 from pipeline.networks import UNet2D
-from pipeline.workflow import BUNDLE_NAME, default_bundle_dir, run_bundle
+from pipeline.workflow import run_bundle
 
 FEATURES = TINY_NETWORK["network_def#features"]
 # The shapes the checkpoint is trained with; export must be told them exactly as training was.

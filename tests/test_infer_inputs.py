@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
 
 THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
@@ -77,3 +78,11 @@ def test_a_missing_input_is_named(tmp_path, ckpt_dir, capsys):
     assert _infer(tmp_path / "missing", tmp_path / "out", ckpt_dir) == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such file or folder"
     assert not (tmp_path / "out").exists()
+
+
+def test_version_names_the_package_and_the_bundle(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    metadata = json.loads((default_bundle_dir() / "configs" / "metadata.json").read_text())
+    assert capsys.readouterr().out.strip() == f"pipeline {__version__}, bundle {BUNDLE_NAME} {metadata['version']}"

@@ -8,12 +8,13 @@ import pytest
 import torch
 from ignite.engine import Engine
 
+from pipeline import default_bundle_dir
 from pipeline.checkpoints import load_checkpoint
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.handlers import NonFiniteLossError, NonFiniteLossGuard
 from pipeline.user_errors import find_user_error
-from pipeline.workflow import default_bundle_dir, run_bundle
+from pipeline.workflow import run_bundle
 
 
 class _LossTurningNanAfter(torch.nn.Module):

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline import default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.checkpoints import MODEL_CONFIG_FILE, read_model_config
 from pipeline.export.checks import checkpoint_problems, large_files_problems
 from pipeline.export.large_files import read_large_files
-from pipeline.workflow import default_bundle_dir
 
 BUNDLE = default_bundle_dir()
 MODELS = BUNDLE / "models"

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline import default_bundle_dir
 from pipeline.checkpoints import ModelConfigMismatchError, with_model_config
 from pipeline.export import check_bundle
 from pipeline.export.checks import DEFAULT_SCHEMA
-from pipeline.workflow import default_bundle_dir, parse_overrides
+from pipeline.workflow import parse_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

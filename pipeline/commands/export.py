@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline import default_bundle_dir
 from pipeline.checkpoints import ModelConfigMismatchError, with_model_config
 from pipeline.export import BundleExportError, export_bundle
 from pipeline.export.checks import DEFAULT_SCHEMA
-from pipeline.workflow import default_bundle_dir, parse_overrides
+from pipeline.workflow import parse_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

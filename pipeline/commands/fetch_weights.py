@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline import default_bundle_dir
 from pipeline.export import BundleExportError, fetch_large_files
-from pipeline.workflow import default_bundle_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
