@@ -1,4 +1,4 @@
-"""Checks an entry point makes before hours of work: can it write its outputs, and is there room for them."""
+"""Checks an entry point makes before hours of work: is its dataset there, can it write its outputs, is there room."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
+from pipeline.data.datalist import DATALIST_NAME
+from pipeline.user_errors import UserError
+
 MIB = 2**20
 # A latest checkpoint of the full-size U-Net (weights and AdamW moments, ~375 MB), its temporary twin while it is
 # written atomically, and the best model: about 1 GiB.
@@ -19,8 +22,8 @@ TRAIN_MIN_FREE_BYTES = 1024 * MIB
 INFER_MIN_FREE_BYTES = 256 * MIB
 
 
-class PreflightError(RuntimeError):
-    """An output folder that cannot be used; the message names it and says why."""
+class PreflightError(UserError, RuntimeError):
+    """An output folder or a dataset that cannot be used; the message names it and says what to do."""
 
 
 def check_output_folder(folder: str | os.PathLike, min_free_bytes: int) -> None:
@@ -45,6 +48,16 @@ def check_output_folder(folder: str | os.PathLike, min_free_bytes: int) -> None:
         raise PreflightError(
             f"{folder}: only {free / MIB:.0f} MiB free, at least {min_free_bytes / MIB:.0f} MiB needed"
         )
+
+
+def require_datalist(dataset_dir: str | os.PathLike) -> Path:
+    """``<dataset_dir>/datalist.json``; ``PreflightError`` saying how to write it when it is not there."""
+    path = Path(dataset_dir) / DATALIST_NAME
+    if not path.is_file():
+        raise PreflightError(
+            f"{path}: not found; write it with `python -m pipeline prepare --src SLICES --out {dataset_dir}`"
+        )
+    return path
 
 
 def refuse_non_empty_folder(folder: str | os.PathLike, what: str) -> None:

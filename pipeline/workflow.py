@@ -2,62 +2,47 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from pipeline import default_bundle_dir
 from pipeline.checkpoints.model_config import (
     MODEL_CONFIG_FILE,
     check_overrides_agree,
     read_model_config,
     write_model_config,
 )
+from pipeline.overrides import check_overrides
+from pipeline.user_errors import UserError
 
 
-def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments shared by the commands that run a bundle config."""
-    parser.add_argument(
-        "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: CUDA if available, else CPU)"
-    )
-    parser.epilog = (
-        "Any other --KEY VALUE pair overrides the bundle config, e.g. --epochs 5 or "
-        "--train#dataloader#batch_size 4 (VALUE is parsed as JSON when it can be)."
-    )
+def merged_config(config_files: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """The raw content of ``config_files`` merged in order, as ``monai.bundle run`` merges a list of configs."""
+    parser = ConfigParser()
+    parser.read_config([str(path) for path in config_files])
+    return parser.get()
 
 
-def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["--epochs", "5", "--train#dataloader#batch_size", "4"]`` into bundle config overrides.
+def bundle_config_files(bundle_dir: str | os.PathLike, config_names: Sequence[str]) -> list[Path]:
+    """The paths of ``configs/<config_names>`` in ``bundle_dir``; ``UserError`` naming those that are missing."""
+    config_files = [Path(bundle_dir).resolve() / "configs" / name for name in config_names]
+    missing = [str(path) for path in config_files if not path.is_file()]
+    if missing:
+        raise UserError(f"bundle config not found: {', '.join(missing)}; is --bundle a bundle folder?")
+    return config_files
 
-    Values are parsed as JSON where possible (numbers, booleans, lists), otherwise kept as strings.
+
+def check_bundle_overrides(
+    bundle_dir: str | os.PathLike, config_names: Sequence[str], overrides: Mapping[str, Any]
+) -> None:
+    """Refuse overrides that name no key of the bundle's merged ``configs/<config_names>``, or have another type.
+
+    Raises ``UserError`` with the nearest existing key or the expected type, before anything is written.
     """
-    overrides: dict[str, Any] = {}
-    items = list(extra)
-    while items:
-        key = items.pop(0)
-        if not key.startswith("--") or len(key) < 3:
-            raise SystemExit(f"error: unexpected argument {key!r}: overrides are given as --KEY VALUE")
-        if not items or items[0].startswith("--"):
-            raise SystemExit(f"error: override {key} needs a value")
-        raw = items.pop(0)
-        try:
-            overrides[key[2:]] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key[2:]] = raw
-    return overrides
-
-
-def device_override(device: str | None) -> dict[str, str]:
-    """The config override that pins ``device``, or nothing to keep the config's automatic choice."""
-    return {} if device is None else {"device": f"$torch.device({device!r})"}
+    check_overrides(merged_config(bundle_config_files(bundle_dir, config_names)), overrides)
 
 
 def run_bundle(
@@ -69,15 +54,13 @@ def run_bundle(
     a list of config files. A training run writes the trained model's definition to
     ``<ckpt_dir>/model_config.json``; every other stage merges that file last, so it rebuilds the network and
     the preprocessing the weights were trained with. Returns the finished workflow so callers can read its
-    results.
+    results. Raises ``UserError`` for an override that fits no key of the configs.
     """
     bundle_dir = Path(bundle_dir).resolve()
     configs = bundle_dir / "configs"
-    config_files = [configs / name for name in config_names]
-    missing = [str(path) for path in config_files if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"bundle config not found: {', '.join(missing)}")
+    config_files = bundle_config_files(bundle_dir, config_names)
     overrides = {"bundle_root": str(bundle_dir), **overrides}
+    check_overrides(merged_config(config_files), overrides)
     if workflow_type != "train":
         config_files += trained_model_config(config_files, overrides)
     workflow = ConfigWorkflow(
@@ -93,6 +76,23 @@ def run_bundle(
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+def run_values(
+    bundle_dir: str | os.PathLike, config_names: Sequence[str], keys: Sequence[str], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values of ``keys`` as a (non-training) ``run_bundle`` of the same arguments sees them.
+
+    The trained model's ``model_config.json`` is merged as ``run_bundle`` merges it, so ``image_size`` is the
+    one the weights were trained at.
+    """
+    config_files = bundle_config_files(bundle_dir, config_names)
+    overrides = {"bundle_root": str(Path(bundle_dir).resolve()), **overrides}
+    config_files += trained_model_config(config_files, overrides)
+    parser = ConfigParser()
+    parser.read_config([str(path) for path in config_files])
+    parser.update(overrides)
+    return {key: parser.get_parsed_content(key) for key in keys}
 
 
 def trained_model_config(config_files: Sequence[Path], overrides: dict[str, Any]) -> list[Path]:

@@ -22,7 +22,9 @@ from pipeline.__main__ import COMMANDS, main
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
-from pipeline.workflow import parse_overrides, run_bundle
+from pipeline.overrides import parse_overrides
+from pipeline.user_errors import UserError
+from pipeline.workflow import run_bundle
 
 BUNDLE = default_bundle_dir()
 CONFIGS = BUNDLE / "configs"
@@ -208,7 +210,7 @@ def test_demo_runs_every_stage_in_short_form(tmp_path, capsys):
 def test_overrides_are_parsed_as_json_where_possible():
     overrides = parse_overrides(["--epochs", "5", "--train#dataloader#batch_size", "4", "--tag", "run-a"])
     assert overrides == {"epochs": 5, "train#dataloader#batch_size": 4, "tag": "run-a"}
-    with pytest.raises(SystemExit, match="needs a value"):
+    with pytest.raises(UserError, match="needs a value"):
         parse_overrides(["--epochs"])
 
 

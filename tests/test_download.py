@@ -1,6 +1,5 @@
 """``download``: checked, resumable fetching from figshare or a mirror, then ``prepare`` with the author's folds."""
 
-import argparse
 import hashlib
 import json
 import zipfile
@@ -8,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.commands import download as download_command
+from pipeline.__main__ import main
 from pipeline.data import download
 from pipeline.data.download import FIGSHARE_FILES, DownloadError, RemoteFile, fetch_files, file_url
 from pipeline.data.figshare import read_cvind
@@ -43,9 +42,7 @@ def table(mirror) -> tuple[RemoteFile, ...]:
 
 
 def run_download(*argv) -> int:
-    parser = argparse.ArgumentParser()
-    download_command.add_parser(parser.add_subparsers())
-    return download_command.run(parser.parse_args(["download", *map(str, argv)]))
+    return main(["download", *map(str, argv)])
 
 
 def test_file_url_is_figshare_by_default_and_the_file_name_under_a_mirror(tmp_path):

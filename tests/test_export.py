@@ -24,7 +24,7 @@ from pipeline.__main__ import main
 from pipeline.data.figshare import read_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
-from pipeline.export import BundleExportError, export_bundle, fetch_large_files
+from pipeline.export import BundleExportError, bundle_export, export_bundle, fetch_large_files
 from pipeline.export.checks import DEFAULT_SCHEMA
 from pipeline.networks import UNet2D
 from pipeline.workflow import run_bundle
@@ -223,11 +223,27 @@ def assert_nothing_written(bundle: Path) -> None:
     assert not (bundle / "models").exists() and not (bundle / "dist").exists()
 
 
-def test_export_without_a_checkpoint_names_it_and_writes_nothing(tmp_path):
+def test_export_without_a_checkpoint_names_it_and_writes_nothing(tmp_path, capsys):
     bundle = copy_bundle(tmp_path)
-    with pytest.raises(SystemExit, match=r"models/model.pt: checkpoint not found"):
-        main(["export", "--bundle", str(bundle)])
+    assert main(["export", "--bundle", str(bundle)]) == 1
+    assert "models/model.pt: checkpoint not found" in capsys.readouterr().err
     assert_nothing_written(bundle)
+
+
+def test_export_without_the_onnx_packages_writes_the_rest_and_says_how_to_add_them(
+    trained, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(bundle_export, "missing_onnx_packages", lambda: ["onnx", "onnxruntime"])
+    bundle = copy_bundle(tmp_path)
+    assert main(["export", "--bundle", str(bundle), "--ckpt", str(trained["ckpt"])]) == 0
+    assert (bundle / "models" / "model.ts").is_file() and not (bundle / "models" / "model.onnx").exists()
+    (archive,) = (bundle / "dist").glob("*.zip")
+    with zipfile.ZipFile(archive) as packed:
+        assert not any(name.endswith(".onnx") for name in packed.namelist())
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: no ONNX model written: onnx, onnxruntime not installed; add them with `pip install '.[export]'` "
+        "and export again"
+    ]
 
 
 def test_export_of_a_checkpoint_from_another_network_names_the_mismatching_weight(trained, tmp_path):

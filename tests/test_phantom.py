@@ -1,13 +1,12 @@
 """Phantom data: figshare-format files, reproducible pixels, type-specific tumours, patient-wise folds."""
 
-import argparse
 from collections import defaultdict
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.commands import synth
+from pipeline.__main__ import main
 from pipeline.data.figshare import read_cvind, read_figshare_slice
 from pipeline.data.phantom import make_phantom_slice, phantom_cohort, synthesize_dataset
 
@@ -97,10 +96,7 @@ def test_patient_ids_are_unique_strings_in_both_figshare_styles():
 
 
 def run_synth(argv):
-    parser = argparse.ArgumentParser()
-    synth.add_parser(parser.add_subparsers()).set_defaults(run=synth.run)
-    args = parser.parse_args(["synth", *argv])
-    return args.run(args)
+    return main(["synth", *argv])
 
 
 def test_synth_command_writes_a_dataset_and_summarises_it(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """``prepare``: layouts, datalist, folds, NIfTI conversion and every kind of bad input."""
 
-import argparse
 import csv
 import json
 import os
@@ -18,7 +17,7 @@ from monai.data import NibabelReader, PILReader, load_decathlon_datalist
 from monai.transforms import LoadImage
 from PIL import Image
 
-from pipeline.commands import prepare as prepare_command
+from pipeline.__main__ import main
 from pipeline.data.figshare import FigshareMatReader, read_cvind, write_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.split import SET_NAMES
@@ -27,9 +26,7 @@ DATALIST = "datalist.json"
 
 
 def run_prepare(*argv) -> int:
-    parser = argparse.ArgumentParser()
-    prepare_command.add_parser(parser.add_subparsers())
-    return prepare_command.run(parser.parse_args(["prepare", *map(str, argv)]))
+    return main(["prepare", *map(str, argv)])
 
 
 def load_datalist(dataset_dir: Path) -> dict:
@@ -481,7 +478,7 @@ def test_bad_input_is_reported_with_file_and_fault_and_no_datalist_is_written(
     src, bad_path, fault, extra = make_bad_input(tmp_path, phantom_mats)
     out = tmp_path / "dataset"
     assert run_prepare("--src", src, "--out", out, *extra) == 1
-    lines = capsys.readouterr().err.splitlines()
+    lines = [line.removeprefix("error: ") for line in capsys.readouterr().err.splitlines()]
     assert any(line.startswith(str(bad_path)) and re.search(fault, line) for line in lines), lines
     assert not (out / DATALIST).exists()
 
@@ -496,7 +493,7 @@ def test_every_bad_file_is_reported_at_once(phantom_mats, tmp_path, capsys):
     err = capsys.readouterr().err
     for name in ("5.mat", "6.mat", "notes.docx"):
         assert str(src / name) in err
-    assert "3 problem(s)" in err
+    assert "error: 3 problems found; the dataset was not prepared:" in err
 
 
 def test_archive_path_traversal_writes_nothing_outside_the_dataset(phantom_mats, tmp_path):

@@ -17,13 +17,14 @@ from typing import Any
 from monai.bundle import ConfigParser
 
 from pipeline.atomic import write_text_atomic
+from pipeline.user_errors import UserError
 
 MODEL_CONFIG_FILE = "model_config.json"
 # The config keys that define the trained model; each of train.json and inference.json defines all of them.
 DEFINING_KEYS = ("network_def", "image_size", "intensity_percentiles")
 
 
-class ModelConfigMismatchError(ValueError):
+class ModelConfigMismatchError(UserError, ValueError):
     """An override that contradicts the definition the trained model was saved with."""
 
 

@@ -6,11 +6,13 @@ import os
 import re
 from pathlib import Path
 
+from pipeline.user_errors import UserError
+
 LATEST_CHECKPOINT_PREFIX = "latest_checkpoint"
 _LATEST_NAME = re.compile(rf"{LATEST_CHECKPOINT_PREFIX}_epoch=(\d+)\.pt")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """A training that cannot be resumed: nothing to resume from, or the run already finished."""
 
 

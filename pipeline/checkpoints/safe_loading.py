@@ -11,17 +11,18 @@ from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 
 from pipeline.checkpoints.resume import ResumeError
+from pipeline.user_errors import UserError
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError, ValueError):
     """A checkpoint that holds pickled Python objects other than tensors and plain containers."""
 
 
-class MissingCheckpointError(FileNotFoundError):
+class MissingCheckpointError(UserError, FileNotFoundError):
     """No checkpoint where the config expects the trained weights."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint whose weights do not fit the network the config builds."""
 
 

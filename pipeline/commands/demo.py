@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 from pipeline.commands.evaluate import format_summary
-from pipeline.data.phantom import synthesize_dataset
-from pipeline.data.prepare import prepare_dataset
-from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
+from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
 
 # A small U-Net at 128 px: enough to segment the phantoms well within minutes on two CPU cores.
 DEMO_SETTINGS = {
@@ -43,13 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run every stage of the pipeline into ``args.out`` and print the test Dice per tumour type."""
+    from pipeline.data.phantom import synthesize_dataset
+    from pipeline.data.prepare import prepare_dataset
+    from pipeline.workflow import check_bundle_overrides, run_bundle
+
     out = args.out.resolve()
     raw, dataset = out / "phantoms", out / "dataset"
-    if not any(raw.glob("*.mat")):
-        print(f"[1/5] writing phantom slices to {raw}")
-        synthesize_dataset(raw, patients=args.patients, slices_per_patient=args.slices, size=args.size, seed=args.seed)
-    print(f"[2/5] preparing a patient-wise split in {dataset}")
-    datalist = prepare_dataset(raw, dataset, seed=args.seed)
     settings = {
         **DEMO_SETTINGS,
         "seed": args.seed,
@@ -58,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
         **device_override(args.device),
         **parse_overrides(args.overrides),
     }
+    check_bundle_overrides(args.bundle, ["train.json", "evaluate.json"], settings)
+    if not any(raw.glob("*.mat")):
+        print(f"[1/5] writing phantom slices to {raw}")
+        synthesize_dataset(raw, patients=args.patients, slices_per_patient=args.slices, size=args.size, seed=args.seed)
+    print(f"[2/5] preparing a patient-wise split in {dataset}")
+    datalist = prepare_dataset(raw, dataset, seed=args.seed)
     print("[3/5] training")
     run_bundle(args.bundle, ["train.json"], "train", output_dir=str(out / "training"), **settings)
     print("[4/5] evaluating on the test patients")

@@ -5,9 +5,6 @@ import sys
 from pathlib import Path
 
 from pipeline.data.datalist import DATALIST_NAME, format_summary
-from pipeline.data.download import FIGSHARE_DOI, DownloadError, download_figshare
-from pipeline.data.errors import DatasetError
-from pipeline.data.prepare import prepare_dataset
 
 DOWNLOAD_DIR = "downloads"
 
@@ -18,7 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "download",
         help="fetch the figshare brain tumour dataset and prepare it",
         description=(
-            f"Fetch the four figshare archives and cvind.mat (doi:{FIGSHARE_DOI}) into OUT/{DOWNLOAD_DIR}/, "
+            f"Fetch the four archives and cvind.mat of the figshare brain tumour dataset into OUT/{DOWNLOAD_DIR}/, "
             "checking their MD5 and skipping files already complete, then prepare OUT with the author's folds."
         ),
     )
@@ -31,18 +28,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Download, then prepare; print the summary, or the problem and return 1."""
+    """Download, then prepare, and print the summary."""
+    from pipeline.data.download import download_figshare
+    from pipeline.data.prepare import prepare_dataset
+
     downloads = Path(args.out) / DOWNLOAD_DIR
-    try:
-        download_figshare(downloads, args.mirror, progress=sys.stderr.isatty())
-        datalist = prepare_dataset(
-            downloads, args.out, val_fold=args.val_fold, test_fold=args.test_fold, to_nifti=args.to_nifti
-        )
-    except (DownloadError, ValueError) as error:
-        problems = error.problems if isinstance(error, DatasetError) else [str(error)]
-        for line in problems:
-            print(line, file=sys.stderr)
-        return 1
+    download_figshare(downloads, args.mirror, progress=sys.stderr.isatty())
+    datalist = prepare_dataset(
+        downloads, args.out, val_fold=args.val_fold, test_fold=args.test_fold, to_nifti=args.to_nifti
+    )
     print(format_summary(datalist))
     print(f"wrote {Path(args.out) / DATALIST_NAME}")
     return 0

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from pipeline.checkpoints import (
-    CheckpointMismatchError,
-    MissingCheckpointError,
-    ModelConfigMismatchError,
-    UnsafeCheckpointError,
-)
-from pipeline.user_errors import find_user_error
-from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
-
-USER_ERRORS = (UnsafeCheckpointError, MissingCheckpointError, CheckpointMismatchError, ModelConfigMismatchError)
+from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.user_errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,27 +27,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation workflow and print the summary per tumour type."""
-    datalist_path = args.dataset_dir / "datalist.json"
-    if not datalist_path.is_file():
-        raise SystemExit(f"error: {datalist_path}: not found; write it with `python -m pipeline prepare`")
+    from pipeline.preflight import require_datalist
+    from pipeline.workflow import run_bundle
+
+    datalist_path = require_datalist(args.dataset_dir)
     if not json.loads(datalist_path.read_text()).get(args.split):
-        raise SystemExit(f"error: {datalist_path}: the '{args.split}' list is empty; choose another with --split")
-    try:
-        workflow = run_bundle(
-            args.bundle,
-            ["train.json", "evaluate.json"],
-            "eval",
-            dataset_dir=str(args.dataset_dir.resolve()),
-            eval_split=args.split,
-            **device_override(args.device),
-            **parse_overrides(args.overrides),
-        )
-    except Exception as error:
-        user_error = find_user_error(error, USER_ERRORS)
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        return 1
+        raise UserError(f"{datalist_path}: the '{args.split}' list is empty; choose another with --split")
+    workflow = run_bundle(
+        args.bundle,
+        ["train.json", "evaluate.json"],
+        "eval",
+        dataset_dir=str(args.dataset_dir.resolve()),
+        eval_split=args.split,
+        **device_override(args.device),
+        **parse_overrides(args.overrides),
+    )
     output_dir = Path(workflow.parser.get_parsed_content("output_dir"))
     summary = json.loads((output_dir / "summary.json").read_text())
     print(format_summary(summary))

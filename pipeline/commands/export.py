@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from pipeline import default_bundle_dir
-from pipeline.checkpoints import ModelConfigMismatchError, with_model_config
-from pipeline.export import BundleExportError, export_bundle
-from pipeline.export.checks import DEFAULT_SCHEMA
-from pipeline.workflow import parse_overrides
+from pipeline import DEFAULT_SCHEMA, default_bundle_dir
+from pipeline.overrides import parse_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Write <bundle>/models/model.ts and model.onnx from CKPT, and <dist>/<bundle>_v<version>.zip "
         "(configs, docs, licence, weights) with a .sha256 beside it. The network and preprocessing come from the "
         "model_config.json that training wrote beside CKPT; they are written into the zipped configs, so the "
-        "unzipped bundle runs with MONAI alone.",
+        "unzipped bundle runs with MONAI alone. ONNX needs the export extra (pip install '.[export]'); without it "
+        "the rest is written.",
     )
     parser.add_argument(
         "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
@@ -43,22 +42,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Export and package the bundle; a bad checkpoint or metadata file ends with one error line."""
+    from pipeline.checkpoints import with_model_config
+    from pipeline.export import export_bundle
+    from pipeline.export.onnx_graph import ONNX_INSTALL_HINT
+    from pipeline.workflow import check_bundle_overrides
+
     ckpt_dir = args.ckpt.parent if args.ckpt is not None else args.bundle / "models"
-    try:
-        overrides = with_model_config(ckpt_dir, parse_overrides(args.overrides))
-    except ModelConfigMismatchError as error:
-        raise SystemExit(f"error: {error}") from error
-    try:
-        exported = export_bundle(
-            args.bundle,
-            ckpt_file=args.ckpt,
-            overrides=overrides,
-            dist_dir=args.dist,
-            weights_url=args.weights_url,
-            schema=args.schema,
-        )
-    except BundleExportError as error:
-        raise SystemExit(f"error: {error}") from error
+    user_overrides = parse_overrides(args.overrides)
+    check_bundle_overrides(args.bundle, ["inference.json"], user_overrides)
+    exported = export_bundle(
+        args.bundle,
+        ckpt_file=args.ckpt,
+        overrides=with_model_config(ckpt_dir, user_overrides),
+        dist_dir=args.dist,
+        weights_url=args.weights_url,
+        schema=args.schema,
+    )
     for path in (exported.torchscript, exported.onnx, exported.archive, exported.checksum):
-        print(path)
+        if path is not None:
+            print(path)
+    if exported.missing_onnx_packages:
+        print(
+            f"warning: no ONNX model written: {', '.join(exported.missing_onnx_packages)} not installed; "
+            f"add them with `{ONNX_INSTALL_HINT}` and export again",
+            file=sys.stderr,
+        )
     return 0

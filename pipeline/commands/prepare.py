@@ -5,8 +5,7 @@ import sys
 from pathlib import Path
 
 from pipeline.data.datalist import DATALIST_NAME, format_summary
-from pipeline.data.errors import DatasetError
-from pipeline.data.prepare import LEAK_WARNING, META_FOLDS, prepare_dataset
+from pipeline.data.meta import META_FOLDS
 from pipeline.data.split import DEFAULT_FRACTIONS
 
 
@@ -46,26 +45,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare the dataset; print the summary, or every problem found and return 1."""
-    try:
-        datalist = prepare_dataset(
-            args.src,
-            args.out,
-            meta=args.meta,
-            folds=args.folds,
-            val_fold=args.val_fold,
-            test_fold=args.test_fold,
-            fractions=args.fractions,
-            seed=args.seed,
-            binarize=args.binarize,
-            to_nifti=args.to_nifti,
-        )
-    except ValueError as error:
-        problems = error.problems if isinstance(error, DatasetError) else [str(error)]
-        for line in problems:
-            print(line, file=sys.stderr)
-        print(f"prepare: {len(problems)} problem(s) found; no datalist written", file=sys.stderr)
-        return 1
+    """Prepare the dataset and print its summary; every problem found ends the command with exit code 1."""
+    from pipeline.data.prepare import LEAK_WARNING, prepare_dataset
+
+    datalist = prepare_dataset(
+        args.src,
+        args.out,
+        meta=args.meta,
+        folds=args.folds,
+        val_fold=args.val_fold,
+        test_fold=args.test_fold,
+        fractions=args.fractions,
+        seed=args.seed,
+        binarize=args.binarize,
+        to_nifti=args.to_nifti,
+    )
     if not datalist["split"]["patients_known"]:
         banner = "!" * 100
         print(f"{banner}\nWARNING: {LEAK_WARNING}\n{banner}", file=sys.stderr)

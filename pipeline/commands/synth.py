@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
-from pipeline.data.phantom import (
-    CVIND_NAME,
-    DEFAULT_PATIENTS,
-    DEFAULT_SLICES_PER_PATIENT,
-    FOLDS,
-    phantom_cohort,
-    synthesize_dataset,
-)
+from pipeline.data.phantom_defaults import DEFAULT_PATIENTS, DEFAULT_SIZE, DEFAULT_SLICES_PER_PATIENT, FOLDS, MIN_SIZE
+from pipeline.data.sources import CVIND_NAME
 from pipeline.data.tumor_types import TUMOR_TYPES
+from pipeline.user_errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,18 +25,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--slices", type=int, default=DEFAULT_SLICES_PER_PATIENT, help="slices per patient (default: %(default)s)"
     )
-    parser.add_argument("--size", type=int, default=512, help="slice width and height in pixels (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same pixels")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        help=f"slice width and height in pixels, at least {MIN_SIZE} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed gives the same pixels (default: %(default)s)"
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the phantom dataset and print a one-line summary, or the problem and return 1."""
-    try:
-        paths = synthesize_dataset(args.out, args.patients, args.slices, args.size, args.seed)
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 1
+    """Write the phantom dataset and print a one-line summary."""
+    from pipeline.data.phantom import phantom_cohort, synthesize_dataset
+
+    for flag, value, least in (
+        ("--patients", args.patients, 1),
+        ("--slices", args.slices, 1),
+        ("--size", args.size, MIN_SIZE),
+    ):
+        if value < least:
+            raise UserError(f"{flag} must be at least {least}, got {value}")
+    paths = synthesize_dataset(args.out, args.patients, args.slices, args.size, args.seed)
     counts = Counter(patient.tumor_type for patient in phantom_cohort(args.patients, args.seed))
     per_type = ", ".join(f"{counts[code]} {name}" for code, name in TUMOR_TYPES.items())
     print(

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pipeline.checkpoints import CheckpointMismatchError, ResumeError, UnsafeCheckpointError, latest_checkpoints
-from pipeline.distributed import launch, with_multi_gpu_config, worker_argv, world_size
-from pipeline.handlers import NonFiniteLossError
-from pipeline.preflight import TRAIN_MIN_FREE_BYTES, PreflightError, bundle_config_values, check_output_folder
-from pipeline.user_errors import find_user_error
-from pipeline.workflow import add_bundle_arguments, device_override, parse_overrides, run_bundle
+from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.user_errors import UserError
 
 BEST_CHECKPOINT = "model.pt"
-USER_ERRORS = (PreflightError, ResumeError, UnsafeCheckpointError, CheckpointMismatchError, NonFiniteLossError)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,7 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--gpus",
         type=int,
         default=1,
-        help="worker processes on this machine, one per GPU; more than 1 starts them with torch.distributed.run",
+        help="worker processes on this machine, one per GPU; more than 1 starts them with torch.distributed.run "
+        "(default: %(default)s)",
     )
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
@@ -53,7 +48,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the output folders, then run (or resume) the training workflow; 1 on a fault the user can act on."""
+    """Check the dataset, the overrides and the output folders, then run (or resume) the training workflow."""
+    from pipeline.distributed import launch, with_multi_gpu_config, worker_argv, world_size
+    from pipeline.preflight import require_datalist
+    from pipeline.workflow import check_bundle_overrides, run_bundle
+
     overrides = {
         "dataset_dir": str(args.dataset_dir.resolve()),
         **device_override(args.device),
@@ -64,19 +63,13 @@ def run(args: argparse.Namespace) -> int:
     recipe_file = Path(args.bundle) / "configs" / f"train_{args.recipe}.json"
     if args.recipe is not None and not recipe_file.is_file():
         known = sorted(path.stem.removeprefix("train_") for path in recipe_file.parent.glob("train_*.json"))
-        print(f"error: {recipe_file}: no such recipe; the bundle has: {', '.join(known) or 'none'}", file=sys.stderr)
-        return 1
-    try:
-        _preflight(args, overrides)
-        if args.gpus > 1 and world_size() == 1:
-            return launch(args.gpus, worker_argv(args.argv))
-        run_bundle(args.bundle, with_multi_gpu_config(train_configs(args.recipe)), "train", **overrides)
-    except Exception as error:
-        user_error = find_user_error(error, USER_ERRORS)
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        return 1
+        raise UserError(f"{recipe_file}: no such recipe; the bundle has: {', '.join(known) or 'none'}")
+    require_datalist(args.dataset_dir)
+    check_bundle_overrides(args.bundle, train_configs(args.recipe), overrides)
+    _preflight(args, overrides)
+    if args.gpus > 1 and world_size() == 1:
+        return launch(args.gpus, worker_argv(args.argv))
+    run_bundle(args.bundle, with_multi_gpu_config(train_configs(args.recipe)), "train", **overrides)
     return 0
 
 
@@ -86,6 +79,9 @@ def train_configs(recipe: str | None) -> list[str]:
 
 
 def _preflight(args: argparse.Namespace, overrides: dict) -> None:
+    from pipeline.checkpoints import latest_checkpoints
+    from pipeline.preflight import TRAIN_MIN_FREE_BYTES, PreflightError, bundle_config_values, check_output_folder
+
     folders = bundle_config_values(args.bundle, train_configs(args.recipe), ("ckpt_dir", "output_dir"), overrides)
     ckpt_dir = Path(folders["ckpt_dir"])
     for folder in (ckpt_dir, Path(folders["output_dir"])):

@@ -15,6 +15,8 @@ from urllib.parse import quote, urlparse
 
 from monai.apps.utils import HashCheckError, check_hash, download_url
 
+from pipeline.user_errors import UserError
+
 logger = logging.getLogger(__name__)
 
 FIGSHARE_DOI = "10.6084/m9.figshare.1512427"
@@ -49,7 +51,7 @@ FIGSHARE_FILES = (
 )
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file that could not be fetched or failed its checksum; the message starts with its address."""
 
 

@@ -2,8 +2,10 @@
 
 from collections.abc import Sequence
 
+from pipeline.user_errors import UserError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be prepared.
 
     Args:
@@ -12,4 +14,7 @@ class DatasetError(ValueError):
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
+        header = (
+            [] if len(self.problems) == 1 else [f"{len(self.problems)} problems found; the dataset was not prepared:"]
+        )
+        super().__init__("\n".join(header + self.problems))

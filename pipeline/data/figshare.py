@@ -27,6 +27,7 @@ from monai.utils import MetaKeys, ensure_tuple
 
 from pipeline.atomic import atomic_path
 from pipeline.data.tumor_types import TUMOR_TYPES, tumor_type_name
+from pipeline.user_errors import UserError
 
 PathLike = str | os.PathLike
 
@@ -46,7 +47,7 @@ MAX_FIELD_VALUES = 1_000_000
 MATLAB_PLATFORMS = {"linux": "GLNXA64", "win32": "PCWIN64", "darwin": "MACI64"}
 
 
-class FigshareFormatError(ValueError):
+class FigshareFormatError(UserError, ValueError):
     """A file that is not a well-formed figshare MAT-file; the message starts with the file's path."""
 
 

@@ -14,6 +14,8 @@ from pipeline.data.sources import normalize_slice_id
 from pipeline.data.tumor_types import TUMOR_TYPES, tumor_type_name
 
 INDEX_COLUMN = "index"
+# The --folds value that takes the folds from the meta table's fold column.
+META_FOLDS = "meta"
 
 
 @dataclass(frozen=True)

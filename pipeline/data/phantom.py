@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from pipeline.data.errors import DatasetError
 from pipeline.data.figshare import write_cvind, write_figshare_slice
+from pipeline.data.phantom_defaults import (
+    DEFAULT_PATIENTS,
+    DEFAULT_SIZE,
+    DEFAULT_SLICES_PER_PATIENT,
+    FOLDS,
+    MIN_SIZE,
+)
+from pipeline.data.sources import CVIND_NAME
 from pipeline.data.tumor_types import TUMOR_TYPES
-
-DEFAULT_PATIENTS = 12
-DEFAULT_SLICES_PER_PATIENT = 4
-FOLDS = 5
-MIN_SIZE = 128
-CVIND_NAME = "cvind.mat"
 
 
 @dataclass(frozen=True)
@@ -350,14 +353,14 @@ def synthesize_dataset(
     out_dir: str | os.PathLike,
     patients: int = DEFAULT_PATIENTS,
     slices_per_patient: int = DEFAULT_SLICES_PER_PATIENT,
-    size: int = 512,
+    size: int = DEFAULT_SIZE,
     seed: int = 0,
 ) -> list[Path]:
     """Write a phantom dataset in the figshare layout: ``1.mat`` ... ``N.mat`` and ``cvind.mat``.
 
     Slices are numbered patient after patient; ``cvind.mat`` gives every slice its patient's fold
     (5 folds, stratified by tumour type). The same arguments give the same pixels. Refuses (with a
-    ``ValueError``) a folder that already holds ``.mat`` files, so no user file is overwritten.
+    ``DatasetError``) a folder that already holds ``.mat`` files, so no user file is overwritten.
     Returns the slice files in order.
     """
     out = Path(out_dir)
@@ -367,7 +370,7 @@ def synthesize_dataset(
             f"got {patients}, {slices_per_patient}, {size}"
         )
     if out.is_dir() and any(out.glob("*.mat")):
-        raise ValueError(f"{out}: already holds .mat files; choose an empty or new folder")
+        raise DatasetError([f"{out}: already holds .mat files; choose an empty or new folder"])
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     folds: list[int] = []

@@ -10,7 +10,7 @@ from pipeline.data.archives import extract_slice_archives
 from pipeline.data.datalist import DATALIST_NAME, build_datalist, relative_path, write_datalist
 from pipeline.data.errors import DatasetError
 from pipeline.data.figshare import FigshareFormatError, read_cvind
-from pipeline.data.meta import MetaTable, read_meta_csv
+from pipeline.data.meta import META_FOLDS, MetaTable, read_meta_csv
 from pipeline.data.nifti import NIFTI_IMAGE_DIR, convert_slices
 from pipeline.data.sources import (
     CVIND_NAME,
@@ -28,7 +28,6 @@ from pipeline.data.validation import BINARIZED_MASK_DIR, inspect_slices, read_pa
 logger = logging.getLogger(__name__)
 
 RAW_DIR = "raw"
-META_FOLDS = "meta"
 LEAK_WARNING = (
     "patient ids are unknown, so the split is by slice: slices of one patient can land in both training and "
     "test, which leaks the patient and inflates the scores. Pass --meta with a 'pid' column to split by patient."
@@ -54,14 +53,13 @@ def prepare_dataset(
     ``dataset_dir/raw``. Folds are used when ``val_fold`` or ``test_fold`` is given, read from ``folds`` (a
     ``cvind.mat`` path, or ``"meta"`` for the meta table's fold column), by default from the ``cvind.mat``
     beside the data, else from the meta table; otherwise patients are drawn in ``fractions`` with ``seed``.
-    Every bad file is reported in one ``DatasetError``, and then no datalist is written; a bad option
-    raises ``ValueError``.
+    Every bad file or option is reported in one ``DatasetError``, and then no datalist is written.
     """
     src, dataset_dir = Path(src), Path(dataset_dir)
     check_fractions(fractions)
     use_folds = val_fold is not None or test_fold is not None
     if folds is not None and not use_folds:
-        raise ValueError("folds given without --val-fold or --test-fold: say which fold is validation and/or test")
+        raise DatasetError(["folds given without --val-fold or --test-fold: say which fold is validation and/or test"])
 
     outputs = (
         dataset_dir,

@@ -154,6 +154,15 @@ def discover_layout(src: Path, exclude: Sequence[Path] = ()) -> SourceLayout:
     if archives:
         strays = _strays([src], ARCHIVE_SUFFIXES + MAT_SUFFIXES)
         return SourceLayout(LayoutKind.ZIPS, src, tuple(archives), strays=strays, cvind=cvind)
+    loose_images = [path for path in files if file_suffix(path) in IMAGE_FILE_SUFFIXES + NIFTI_SUFFIXES]
+    if image_dir is None and loose_images:
+        raise DatasetError(
+            [
+                f"{src}: {len(loose_images)} image files but no {IMAGE_DIR_NAME}/ folder: put the images in "
+                f"{src / IMAGE_DIR_NAME}/ and their masks, of the same names, in {src / MASK_DIR_NAMES[0]}/ "
+                "(or labels/), and give the tumour type and patient of each slice with --meta CSV"
+            ]
+        )
     if image_dir is None:
         raise DatasetError(
             [

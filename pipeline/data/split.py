@@ -94,11 +94,13 @@ def split_by_folds(
 
 
 def check_fractions(fractions: Sequence[float]) -> None:
-    """Raise ``ValueError`` unless ``fractions`` are three non-negative numbers summing to 1, training above 0."""
+    """Raise ``DatasetError`` unless ``fractions`` are three non-negative numbers summing to 1, training above 0."""
     if len(fractions) != len(SET_NAMES) or any(not math.isfinite(f) or f < 0 for f in fractions):
-        raise ValueError(f"fractions {list(fractions)} must be three non-negative numbers (training, validation, test)")
+        raise DatasetError(
+            [f"fractions {list(fractions)} must be three non-negative numbers (training, validation, test)"]
+        )
     if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6) or fractions[0] <= 0:
-        raise ValueError(f"fractions {list(fractions)} must sum to 1 with a positive training fraction")
+        raise DatasetError([f"fractions {list(fractions)} must sum to 1 with a positive training fraction"])
 
 
 def _collect(records: Sequence[SliceRecord], set_of) -> Sets:

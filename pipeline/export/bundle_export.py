@@ -21,7 +21,7 @@ from pipeline.export.checks import DEFAULT_SCHEMA, input_shape, read_metadata, s
 from pipeline.export.contents import WEIGHT_FILES, shipped_sources
 from pipeline.export.errors import BundleExportError
 from pipeline.export.large_files import write_large_files
-from pipeline.export.onnx_graph import export_onnx
+from pipeline.export.onnx_graph import export_onnx, missing_onnx_packages
 from pipeline.export.overrides import record_overrides, sync_metadata_shapes
 from pipeline.export.package import archive_name, write_checksum, write_zip
 from pipeline.export.torchscript import export_torchscript
@@ -32,12 +32,13 @@ RELEASE_IDENTITY = ("configs/", "models/model.pt")
 
 @dataclass(frozen=True)
 class ExportedBundle:
-    """The files :func:`export_bundle` wrote."""
+    """The files :func:`export_bundle` wrote; ``onnx`` is ``None`` when ONNX packages missed, with their names."""
 
     torchscript: Path
-    onnx: Path
+    onnx: Path | None
     archive: Path
     checksum: Path
+    missing_onnx_packages: tuple[str, ...] = ()
 
 
 def _stage(bundle_dir: Path, staged: Path, overrides: Mapping[str, Any]) -> dict:
@@ -97,6 +98,8 @@ def export_bundle(
     Everything is built in a temporary folder and checked first (checkpoint present and fitting the network,
     metadata valid against ``schema`` when that file exists, a changelog entry for the version, a released
     version never replaced by other configs or weights); only then are the outputs moved in, each atomically.
+    Without the ONNX packages (the ``export`` extra) everything but ``model.onnx`` is written, and the result
+    names the missing packages.
     """
     bundle_dir = Path(bundle_dir).resolve()
     ckpt_file = Path(ckpt_file) if ckpt_file is not None else bundle_dir / "models" / "model.pt"
@@ -130,13 +133,18 @@ def export_bundle(
         _check_release_is_new_or_same(archive, staged, bundle_dir.name, version)
         shape = input_shape(staged_metadata)
         export_torchscript(staged, models / "model.pt", models / "model.ts", shape)
-        export_onnx(staged, models / "model.pt", models / "model.onnx", shape)
+        missing = missing_onnx_packages()
+        if not missing:
+            export_onnx(staged, models / "model.pt", models / "model.onnx", shape)
         if weights_url:
-            write_large_files(staged, WEIGHT_FILES, weights_url)
+            write_large_files(staged, [name for name in WEIGHT_FILES if (staged / name).is_file()], weights_url)
         outputs = {}
         for name in ("model.ts", "model.onnx"):
-            outputs[name] = bundle_dir / "models" / name
-            with atomic_path(outputs[name]) as tmp_output:
-                shutil.copyfile(models / name, tmp_output)
+            if (models / name).is_file():
+                outputs[name] = bundle_dir / "models" / name
+                with atomic_path(outputs[name]) as tmp_output:
+                    shutil.copyfile(models / name, tmp_output)
         write_zip(staged, archive, root_name=bundle_dir.name)
-    return ExportedBundle(outputs["model.ts"], outputs["model.onnx"], archive, write_checksum(archive))
+    return ExportedBundle(
+        outputs["model.ts"], outputs.get("model.onnx"), archive, write_checksum(archive), tuple(missing)
+    )

@@ -12,15 +12,12 @@ import torch
 from monai.apps.utils import check_hash
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
+from pipeline import DEFAULT_SCHEMA
 from pipeline.export.checkpoint import check_fits, load_state_dict
 from pipeline.export.contents import REQUIRED_FILES
 from pipeline.export.errors import BundleExportError
 from pipeline.export.large_files import LARGE_FILES, read_large_files
 from pipeline.export.package import archive_name, checksum_problem
-
-SCHEMA_NAME = "meta_schema_20240725.json"
-# MONAI's metadata schema as the project keeps it offline, in shared/monai beside the repository checkout.
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "monai" / SCHEMA_NAME
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,14 @@ from pipeline.export.torchscript import TOLERANCE
 INPUT_NAME = "image"
 OUTPUT_NAME = "pred"
 DYNAMIC_AXES = {name: {0: "batch", 2: "height", 3: "width"} for name in (INPUT_NAME, OUTPUT_NAME)}
+# The packages of the ``export`` extra (``pip install '.[export]'``) that ONNX export and its check need.
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+ONNX_INSTALL_HINT = "pip install '.[export]'"
+
+
+def missing_onnx_packages() -> list[str]:
+    """The packages of ``ONNX_PACKAGES`` that are not installed; ONNX export needs all of them."""
+    return [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
 
 
 def export_onnx(bundle_dir: Path, ckpt_file: Path, filepath: Path, input_shape: Sequence[int]) -> None:

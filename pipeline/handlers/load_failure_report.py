@@ -7,10 +7,12 @@ from collections.abc import Sequence
 
 from ignite.engine import Engine, Events
 
+from pipeline.user_errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class InputFailuresError(RuntimeError):
+class InputFailuresError(UserError, RuntimeError):
     """Some inputs of a batch run could not be read; the others were processed.
 
     Args:

@@ -9,8 +9,10 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 
+from pipeline.user_errors import UserError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(UserError, FloatingPointError):
     """Training produced a NaN or infinite loss or weight; the message names the epoch and iteration."""
 
 

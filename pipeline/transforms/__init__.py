@@ -1,5 +1,5 @@
 """MONAI-style transforms the bundle configs use where MONAI has none."""
 
-from pipeline.transforms.overlay import SaveOverlayd, overlay_rgb
+from pipeline.transforms.overlay import SaveOverlayd, overlay_path, overlay_rgb
 
-__all__ = ["SaveOverlayd", "overlay_rgb"]
+__all__ = ["SaveOverlayd", "overlay_path", "overlay_rgb"]

@@ -28,6 +28,17 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]
     return rgb
 
 
+def overlay_path(
+    source: str | os.PathLike, output_dir: str | os.PathLike, data_root_dir: str | os.PathLike = ""
+) -> Path:
+    """Where ``SaveOverlayd`` saves the overlay of ``source``: ``<stem>_overlay.png`` in ``output_dir``, below
+    which the folder of ``source`` relative to ``data_root_dir`` is kept when that is given."""
+    source = Path(source)
+    stem = source.name.removesuffix(".gz").rsplit(".", 1)[0]
+    folder = Path(output_dir) / os.path.relpath(source.parent, data_root_dir) if data_root_dir else Path(output_dir)
+    return folder / f"{stem}_overlay.png"
+
+
 class SaveOverlayd(MapTransform):
     """Save ``<input name>_overlay.png`` showing the predicted outline over the input image.
 
@@ -39,21 +50,28 @@ class SaveOverlayd(MapTransform):
         keys: key of the predicted label map.
         image_key: key of the image to draw on.
         output_dir: folder for the PNG files (created if needed).
+        data_root_dir: when given, the input's folder relative to it is kept below ``output_dir``, as
+            ``SaveImaged`` does with the same argument.
         allow_missing_keys: don't raise if a key is absent.
     """
 
     def __init__(
-        self, keys: KeysCollection, image_key: str, output_dir: str | os.PathLike, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        image_key: str,
+        output_dir: str | os.PathLike,
+        data_root_dir: str | os.PathLike = "",
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key = image_key
         self.output_dir = Path(output_dir)
+        self.data_root_dir = data_root_dir
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         image = d[self.image_key]
         source = Path(str(image.meta.get("filename_or_obj", "slice"))) if hasattr(image, "meta") else Path("slice")
-        stem = source.name.removesuffix(".gz").rsplit(".", 1)[0]
         for key in self.key_iterator(d):
             mask = torch.as_tensor(d[key])[0].detach().cpu()
             picture = torch.as_tensor(image)[0].detach().float().cpu()
@@ -61,6 +79,6 @@ class SaveOverlayd(MapTransform):
                 size = tuple(mask.shape)
                 picture = torch.nn.functional.interpolate(picture[None, None], size=size, mode="bilinear")[0, 0]
             rgb = overlay_rgb(picture.numpy().T, mask.numpy().T > 0)
-            with atomic_path(self.output_dir / f"{stem}_overlay.png") as tmp:
+            with atomic_path(overlay_path(source, self.output_dir, self.data_root_dir)) as tmp:
                 Image.fromarray(rgb).save(tmp, format="PNG")
         return d

@@ -1,0 +1,122 @@
+"""Bundle config overrides from the command line: the shared arguments, ``--KEY VALUE`` pairs and their checks.
+
+Nothing here imports MONAI or torch, so building the command-line parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline import default_bundle_dir
+from pipeline.user_errors import UserError
+
+# A config value starting with one of these is a MONAI reference, expression or macro: its type is only known
+# once it is evaluated, so an override of it (or by it) is not type-checked.
+CONFIG_SIGILS = ("@", "$", "%")
+# The expected type of an override, by the type of the value the config holds, tested in this order (a bool is
+# also an int, and an int is a fine float).
+EXPECTED_TYPES = (
+    (bool, (bool,), "true or false"),
+    (int, (int,), "an integer"),
+    (float, (int, float), "a number"),
+    (str, (str,), "a string"),
+    (list, (list,), "a JSON list"),
+    (dict, (dict,), "a JSON object"),
+)
+
+
+def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments shared by the commands that run a bundle config."""
+    parser.add_argument(
+        "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: CUDA if available, else CPU)"
+    )
+    parser.epilog = (
+        "Any other --KEY VALUE pair overrides the bundle config, e.g. --epochs 5 or "
+        "--train#dataloader#batch_size 4 (VALUE is parsed as JSON when it can be). KEY must exist in the "
+        "command's configs and VALUE must have the type the config gives it."
+    )
+
+
+def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["--epochs", "5", "--train#dataloader#batch_size", "4"]`` into bundle config overrides.
+
+    Values are parsed as JSON where possible (numbers, booleans, lists), otherwise kept as strings. Raises
+    ``UserError`` for an argument that is not a ``--KEY VALUE`` pair.
+    """
+    overrides: dict[str, Any] = {}
+    items = list(extra)
+    while items:
+        key = items.pop(0)
+        if not key.startswith("--") or len(key) < 3:
+            raise UserError(f"unexpected argument {key!r}: overrides are given as --KEY VALUE")
+        if not items or items[0].startswith("--"):
+            raise UserError(f"override {key} needs a value")
+        raw = items.pop(0)
+        try:
+            overrides[key[2:]] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key[2:]] = raw
+    return overrides
+
+
+def device_override(device: str | None) -> dict[str, str]:
+    """The config override that pins ``device``, or nothing to keep the config's automatic choice."""
+    return {} if device is None else {"device": f"$torch.device({device!r})"}
+
+
+def config_ids(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every id of a raw (unparsed) config, ``#``-joined as overrides name them, with the value it holds."""
+    if isinstance(config, Mapping):
+        items = config.items()
+    elif isinstance(config, list):
+        items = enumerate(config)
+    else:
+        return {}
+    ids: dict[str, Any] = {}
+    for key, value in items:
+        ids[f"{prefix}{key}"] = value
+        ids.update(config_ids(value, f"{prefix}{key}#"))
+    return ids
+
+
+def expected_type(current: Any, value: Any) -> str | None:
+    """What an override of ``current`` should be, when ``value`` is not that; ``None`` when it fits."""
+    if not isinstance(value, (bool, int, float, str, list, dict)):
+        return None  # a component given from Python (a loss, a network), not a command-line value
+    if any(isinstance(item, str) and item.startswith(CONFIG_SIGILS) for item in (current, value)):
+        return None
+    for kind, accepted, name in EXPECTED_TYPES:
+        if isinstance(current, kind):
+            fits = isinstance(value, accepted) and (kind is bool or not isinstance(value, bool))
+            return None if fits else name
+    return None
+
+
+def check_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Raise ``UserError`` naming every override whose key is not in ``config`` or whose value has another type.
+
+    ``config`` is the merged raw config of a command; an unknown key comes with the nearest existing one, a
+    value of the wrong type with the type the config holds there.
+    """
+    known = config_ids(config)
+    problems = []
+    for key, value in overrides.items():
+        key = key.replace("::", "#")  # MONAI's other id separator
+        if key not in known:
+            nearest = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean --{nearest[0]}?" if nearest else "the bundle's configs have no such key"
+            problems.append(f"unknown override --{key}; {hint}")
+        elif (expected := expected_type(known[key], value)) is not None:
+            problems.append(f"override --{key} {json.dumps(value)}: expected {expected}, as the config has")
+    if len(problems) > 1:
+        problems.insert(0, f"{len(problems)} overrides do not fit the bundle config:")
+    if problems:
+        raise UserError("\n".join(problems))

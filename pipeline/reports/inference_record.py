@@ -1,0 +1,68 @@
+"""``inference_record.json``: what an ``infer`` run did, for the pipelines and people that use its outputs.
+
+The record names the bundle and its version, the SHA-256 of the weights, the settings of the run, and every
+input with its outputs and status: ``written``, ``skipped`` (its outputs were already complete) or ``failed``
+(with the reason). It is written atomically beside the outputs, so a reader never sees half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.atomic import write_text_atomic
+from pipeline.export.package import sha256_of
+
+RECORD_NAME = "inference_record.json"
+WRITTEN, SKIPPED, FAILED = "written", "skipped", "failed"
+
+
+@dataclass
+class InputOutcome:
+    """One input of an ``infer`` run.
+
+    Args:
+        input: the input file.
+        outputs: the files written (or to be written) for it: its mask, then its overlay if any.
+        status: ``written``, ``skipped`` or ``failed``.
+        reason: why it was skipped or failed; empty when it was written.
+    """
+
+    input: str
+    outputs: list[str] = field(default_factory=list)
+    status: str = WRITTEN
+    reason: str = ""
+
+
+def write_inference_record(
+    output_dir: str | os.PathLike,
+    bundle_dir: str | os.PathLike,
+    weights: str | os.PathLike,
+    settings: Mapping[str, Any],
+    outcomes: Sequence[InputOutcome],
+) -> Path:
+    """Write ``<output_dir>/inference_record.json`` atomically and return its path.
+
+    ``settings`` are the run's options and overrides as JSON values; ``weights`` is hashed as it is now.
+    """
+    metadata = json.loads((Path(bundle_dir) / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    weights = Path(weights)
+    record = {
+        "bundle": {"folder": str(bundle_dir), "name": metadata.get("name"), "version": metadata.get("version")},
+        "pipeline_version": __version__,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights": {"path": str(weights), "sha256": sha256_of(weights) if weights.is_file() else None},
+        "settings": dict(settings),
+        "counts": dict(Counter(outcome.status for outcome in outcomes)),
+        "inputs": [asdict(outcome) for outcome in outcomes],
+    }
+    path = Path(output_dir) / RECORD_NAME
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    return path
