@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,9 @@ def bundle(tmp_path) -> Path:
     return copy
 
 
-def run_check(capsys, bundle: Path, *extra: str) -> tuple[int, list[str], str]:
+def run_check(capsys, bundle: Path, *extra: str, network: Sequence[str] = TINY) -> tuple[int, list[str], str]:
     """Exit code, the FAIL lines and everything printed to stderr."""
-    code = main(["check", "--bundle", str(bundle), *extra, *TINY])
+    code = main(["check", "--bundle", str(bundle), *extra, *network])
     stderr = capsys.readouterr().err
     return code, [line for line in stderr.splitlines() if line.startswith("FAIL ")], stderr
 
@@ -46,7 +47,8 @@ def version_of(bundle: Path) -> str:
 
 
 def test_repository_bundle_passes_the_bundle_check(capsys):
-    code, failures, _ = run_check(capsys, default_bundle_dir())
+    """The shipped bundle, with the release model and the network its model_config.json defines."""
+    code, failures, _ = run_check(capsys, default_bundle_dir(), network=())
     assert failures == [] and code == 0
 
 
@@ -81,11 +83,12 @@ def test_check_requires_a_changelog_entry_for_the_current_version(bundle, capsys
     ]
 
 
-def test_check_skips_schema_validation_with_a_warning_when_the_schema_is_absent(bundle, tmp_path, capsys):
-    edit_metadata(bundle, task=["not", "a", "string"])
-    code, failures, stderr = run_check(capsys, bundle, "--schema", str(tmp_path / "absent.json"))
-    assert code == 0 and failures == []
-    assert f"warning: {tmp_path / 'absent.json'}: MONAI's metadata schema not found" in stderr
+def test_check_fails_when_the_schema_it_is_given_does_not_exist(bundle, tmp_path, capsys):
+    code, _, stderr = run_check(capsys, bundle, "--schema", str(tmp_path / "absent.json"))
+    assert code == 1
+    assert stderr.splitlines() == [
+        f"error: {tmp_path / 'absent.json'}: no such schema file; pass MONAI's metadata schema with --schema"
+    ]
 
 
 def test_check_rejects_a_torchscript_model_exported_from_another_version(bundle, capsys):
