@@ -83,6 +83,24 @@ def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp
     assert (tmp_path / "test_mean_dice_raw.csv").is_file()
 
 
+def test_evaluation_with_flip_tta_scores_every_slice(trained, tmp_path):
+    """``flip_tta`` swaps the evaluation inferer for the flip-averaging one the inference config uses."""
+    datalist = json.loads((trained["dataset"] / "datalist.json").read_text())
+    workflow = run_bundle(
+        BUNDLE,
+        ["train.json", "evaluate.json"],
+        "eval",
+        dataset_dir=str(trained["dataset"]),
+        ckpt_dir=str(trained["ckpt_dir"]),
+        output_dir=str(tmp_path),
+        flip_tta=True,
+        **TINY_TRAINING,
+    )
+    assert type(workflow.parser.get_parsed_content("validate#inferer")).__name__ == "FlipTTAInferer"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["overall"]["n"] == len(datalist["test"])
+
+
 THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
 
 
