@@ -128,7 +128,7 @@ def test_zip_holds_configs_docs_licence_and_weights_and_nothing_local(exported):
         names = {name.removeprefix(f"{BUNDLE_NAME}/") for name in packed.namelist()}
     expected = {"LICENSE", "large_files.yml", "models/model.pt", "models/model.ts", "models/model.onnx"}
     expected.add("models/model_config.json")  # training wrote it beside the checkpoint
-    expected |= {path.relative_to(bundle).as_posix() for path in (bundle / "docs").iterdir()}
+    expected |= {path.relative_to(bundle).as_posix() for path in (bundle / "docs").rglob("*") if path.is_file()}
     expected |= {f"configs/{path.name}" for path in (bundle / "configs").iterdir() if path.is_file()}
     assert names == expected
     assert not any(clutter in names for clutter in LOCAL_CLUTTER)
