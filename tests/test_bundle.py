@@ -59,17 +59,23 @@ def test_one_epoch_of_training_writes_best_and_resumable_checkpoints(trained):
     assert (trained["train_dir"] / "learning_curve.png").stat().st_size > 0
 
 
-def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp_path):
-    datalist = json.loads((trained["dataset"] / "datalist.json").read_text())
-    run_bundle(
+def evaluate(trained: dict, output_dir: Path, **overrides) -> ConfigWorkflow:
+    """Evaluate the trained tiny model on the test split into ``output_dir``."""
+    return run_bundle(
         BUNDLE,
         ["train.json", "evaluate.json"],
         "eval",
         dataset_dir=str(trained["dataset"]),
         ckpt_dir=str(trained["ckpt_dir"]),
-        output_dir=str(tmp_path),
+        output_dir=str(output_dir),
         **TINY_TRAINING,
+        **overrides,
     )
+
+
+def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp_path):
+    datalist = json.loads((trained["dataset"] / "datalist.json").read_text())
+    evaluate(trained, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["per_tumor_type"]) == {entry["tumor_type_name"] for entry in datalist["test"]}
     assert set(summary["per_patient"]) == {entry["pid"] for entry in datalist["test"]}
@@ -86,16 +92,7 @@ def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp
 def test_evaluation_with_flip_tta_scores_every_slice(trained, tmp_path):
     """``flip_tta`` swaps the evaluation inferer for the flip-averaging one the inference config uses."""
     datalist = json.loads((trained["dataset"] / "datalist.json").read_text())
-    workflow = run_bundle(
-        BUNDLE,
-        ["train.json", "evaluate.json"],
-        "eval",
-        dataset_dir=str(trained["dataset"]),
-        ckpt_dir=str(trained["ckpt_dir"]),
-        output_dir=str(tmp_path),
-        flip_tta=True,
-        **TINY_TRAINING,
-    )
+    workflow = evaluate(trained, tmp_path, flip_tta=True)
     assert type(workflow.parser.get_parsed_content("validate#inferer")).__name__ == "FlipTTAInferer"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["overall"]["n"] == len(datalist["test"])
