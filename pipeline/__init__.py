@@ -4,8 +4,9 @@ from pathlib import Path
 
 __version__ = "0.2.0"
 BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
-# MONAI's metadata schema as the project keeps it offline, in shared/monai beside the repository checkout.
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+# MONAI's bundle metadata schema (Apache-2.0, from Project-MONAI/MONAI-extra-test-data), shipped as package data
+# so that `check` and `export` validate offline.
+DEFAULT_SCHEMA = Path(__file__).resolve().parent / "schemas" / "meta_schema_20240725.json"
 
 
 def default_bundle_dir() -> Path:

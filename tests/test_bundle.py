@@ -17,7 +17,7 @@ from monai.transforms import LoadImage
 from PIL import Image
 from tiny_bundle import TINY_NETWORK, TINY_TRAINING
 
-from pipeline import default_bundle_dir
+from pipeline import DEFAULT_SCHEMA, default_bundle_dir
 from pipeline.__main__ import COMMANDS, main
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
@@ -28,7 +28,6 @@ from pipeline.workflow import run_bundle
 
 BUNDLE = default_bundle_dir()
 CONFIGS = BUNDLE / "configs"
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
 
 
 @pytest.fixture(scope="module")
@@ -191,10 +190,8 @@ def test_bundle_configs_define_every_property_monai_requires(config, workflow_ty
     assert not workflow.check_properties()
 
 
-def test_metadata_is_valid_against_the_monai_schema(tmp_path):
-    if not SCHEMA.is_file():
-        pytest.skip(f"MONAI's metadata schema not found at {SCHEMA}")
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+def test_metadata_is_valid_against_the_monai_schema_shipped_with_the_package():
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(DEFAULT_SCHEMA))
 
 
 def test_network_input_and_output_match_the_metadata():

@@ -25,7 +25,6 @@ from pipeline.data.figshare import read_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.export import BundleExportError, bundle_export, export_bundle, fetch_large_files
-from pipeline.export.checks import DEFAULT_SCHEMA
 from pipeline.networks import UNet2D
 from pipeline.workflow import run_bundle
 
@@ -257,8 +256,6 @@ def test_export_of_a_checkpoint_from_another_network_names_the_mismatching_weigh
 
 
 def test_export_refuses_metadata_that_fails_the_schema(trained, tmp_path):
-    if not DEFAULT_SCHEMA.is_file():
-        pytest.skip(f"MONAI's metadata schema not found at {DEFAULT_SCHEMA}")
     bundle = copy_bundle(tmp_path)
     meta_file = bundle / "configs" / "metadata.json"
     metadata = json.loads(meta_file.read_text())
@@ -268,6 +265,14 @@ def test_export_refuses_metadata_that_fails_the_schema(trained, tmp_path):
         BundleExportError, match=r"metadata.json: does not match MONAI's metadata schema.*network_data_format"
     ):
         export_bundle(bundle, trained["ckpt"], SHAPE_OVERRIDES)
+    assert_nothing_written(bundle)
+
+
+def test_export_refuses_to_go_on_without_the_metadata_schema(trained, tmp_path):
+    bundle = copy_bundle(tmp_path)
+    absent = tmp_path / "absent_schema.json"
+    with pytest.raises(BundleExportError, match=r"absent_schema.json: MONAI's metadata schema not found"):
+        export_bundle(bundle, trained["ckpt"], SHAPE_OVERRIDES, schema=absent)
     assert_nothing_written(bundle)
 
 

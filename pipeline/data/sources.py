@@ -16,7 +16,7 @@ other file where the data lives is reported as an unknown extension.
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pipeline.data.errors import DatasetError
@@ -34,7 +34,7 @@ UNKNOWN_TUMOR_TYPE = 0
 UNKNOWN_TUMOR_TYPE_NAME = "unknown"
 
 
-class LayoutKind(str, Enum):
+class LayoutKind(StrEnum):
     """The recognised source layouts."""
 
     MAT = "mat-folder"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,7 +95,7 @@ def export_bundle(
     weights at ``<weights_url>/<file name>`` with their SHA-256, for hosting them apart from the zip.
 
     Everything is built in a temporary folder and checked first (checkpoint present and fitting the network,
-    metadata valid against ``schema`` when that file exists, a changelog entry for the version, a released
+    metadata valid against ``schema``, a changelog entry for the version, a released
     version never replaced by other configs or weights); only then are the outputs moved in, each atomically.
     Without the ONNX packages (the ``export`` extra) everything but ``model.onnx`` is written, and the result
     names the missing packages.
@@ -106,13 +105,7 @@ def export_bundle(
     dist_dir = Path(dist_dir) if dist_dir is not None else bundle_dir / "dist"
     meta_file = bundle_dir / "configs" / "metadata.json"
     metadata = read_metadata(meta_file)
-    if schema.is_file():
-        problems = schema_problems(meta_file, schema)
-        if problems:
-            raise BundleExportError(problems[0])
-    else:
-        warnings.warn(f"{schema}: MONAI's metadata schema not found; metadata not validated", stacklevel=2)
-    problems = version_problems(meta_file, metadata)
+    problems = schema_problems(meta_file, schema) + version_problems(meta_file, metadata)
     if problems:
         raise BundleExportError(problems[0])
     state = load_state_dict(ckpt_file)

@@ -22,10 +22,9 @@ from pipeline.export.package import archive_name, checksum_problem
 
 @dataclass
 class CheckReport:
-    """What :func:`check_bundle` found: ``problems`` fail the bundle, ``skipped`` name checks that could not run."""
+    """What :func:`check_bundle` found: each line of ``problems`` fails the bundle."""
 
     problems: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
 
 
 def missing_files(bundle_dir: Path) -> list[str]:
@@ -49,7 +48,12 @@ def read_metadata(meta_file: Path) -> dict:
 
 
 def schema_problems(meta_file: Path, schema: Path) -> list[str]:
-    """Validate ``meta_file`` against MONAI's metadata schema at ``schema``, offline (nothing is downloaded)."""
+    """Validate ``meta_file`` against MONAI's metadata schema at ``schema``, offline (nothing is downloaded).
+
+    A missing ``schema`` is a problem too: a check that cannot run must not pass.
+    """
+    if not schema.is_file():
+        return [f"{schema}: MONAI's metadata schema not found; {meta_file} cannot be validated"]
     try:
         verify_metadata(meta_file=str(meta_file), filepath=str(schema))
     except ValueError as error:
@@ -143,7 +147,7 @@ def check_bundle(
 ) -> CheckReport:
     """Every check model-zoo's CI runs, and the ones a shared bundle adds, on ``bundle_dir``.
 
-    Required files, metadata against the schema (skipped, and said so, when ``schema`` is absent), a changelog
+    Required files, metadata against the schema (a problem when ``schema`` is absent), a changelog
     entry for the version, the network's input/output against the metadata (``overrides`` as for the other
     commands), and where present: ``models/model.ts`` loading and running, the archive of this version matching
     its checksum, ``large_files.yml`` entries matching the files beside them.
@@ -157,10 +161,7 @@ def check_bundle(
     except BundleExportError as error:
         report.problems.append(str(error))
         return report
-    if schema.is_file():
-        report.problems += schema_problems(meta_file, schema)
-    else:
-        report.skipped.append(f"{schema}: MONAI's metadata schema not found; metadata not validated")
+    report.problems += schema_problems(meta_file, schema)
     report.problems += version_problems(meta_file, metadata)
     if (bundle_dir / "configs" / "inference.json").is_file():
         report.problems += network_problems(bundle_dir, overrides or {})
