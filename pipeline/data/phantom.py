@@ -316,6 +316,21 @@ def make_phantom_slice(rng: np.random.Generator, tumor_type: int, size: int = 51
     return _render(rng, head, _new_tumour(rng, tumor_type, head), rng.uniform(-0.5, 0.5), size)
 
 
+def patient_slices(
+    seed: int, index: int, tumor_type: int, slices: int, size: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``slices`` neighbouring slices of cohort patient ``index`` through its tumour: (image int16, mask uint8).
+
+    Each patient draws from its own stream, so one patient's slices do not depend on the others'; the same
+    arguments give the same pixels in every layout that writes them (MAT files, DICOM series).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
+    head = _new_head(rng)
+    tumour = _new_tumour(rng, tumor_type, head)
+    depths = np.linspace(-0.8, 0.8, slices) if slices > 1 else np.zeros(1)
+    return [_render(rng, head, tumour, float(depth), size) for depth in depths]
+
+
 def _patient_ids(rng: np.random.Generator, count: int) -> list[str]:
     """Unique ids in both figshare styles: numeric strings (``100360``) and ``MR`` + 6 digits (``MR048294``)."""
     numbers = rng.choice(np.arange(90000, 110000), size=count, replace=False)
@@ -375,13 +390,7 @@ def synthesize_dataset(
     written: list[Path] = []
     folds: list[int] = []
     for index, patient in enumerate(phantom_cohort(patients, seed)):
-        # Each patient draws from its own stream, so one patient's slices do not depend on the others'.
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
-        head = _new_head(rng)
-        tumour = _new_tumour(rng, patient.tumor_type, head)
-        depths = np.linspace(-0.8, 0.8, slices_per_patient) if slices_per_patient > 1 else np.zeros(1)
-        for depth in depths:
-            image, mask = _render(rng, head, tumour, float(depth), size)
+        for image, mask in patient_slices(seed, index, patient.tumor_type, slices_per_patient, size):
             path = out / f"{len(written) + 1}.mat"
             write_figshare_slice(path, image, mask, patient.tumor_type, patient.pid)
             written.append(path)
