@@ -67,9 +67,9 @@ def test_files_of_other_types_are_named_and_fail_the_run_after_the_slices_are_wr
     assert _infer(folder, tmp_path / "out", ckpt_dir, "--no-overlays") == 1
     assert (tmp_path / "out" / "1_seg.nii.gz").is_file()
     error = capsys.readouterr().err
-    assert "2 files were not segmented" in error
-    assert f"{folder / '2.dcm'}: unsupported type" in error and "DICOM is not read yet" in error
-    assert f"{folder / 'notes.txt'}: unsupported type; infer reads .mat, .png, .nii, .nii.gz" in error
+    assert "2 inputs were not segmented" in error
+    assert f"{folder / '2.dcm'}: not a DICOM file" in error
+    assert f"{folder / 'notes.txt'}: unsupported type; infer reads .mat, .png, .nii, .nii.gz and DICOM files" in error
 
 
 def test_a_folder_with_nothing_to_segment_fails_and_writes_nothing(tmp_path, ckpt_dir, capsys):
@@ -77,9 +77,10 @@ def test_a_folder_with_nothing_to_segment_fails_and_writes_nothing(tmp_path, ckp
     folder.mkdir()
     (folder / "1.dcm").write_bytes(b"DICM")
     assert _infer(folder, tmp_path / "out", ckpt_dir) == 1
-    error = capsys.readouterr().err.strip()
-    reads = "infer reads .mat, .png, .nii, .nii.gz"
-    assert error == f"error: {folder}: no slice to segment (1 files of other types); {reads}"
+    error = capsys.readouterr().err.strip().splitlines()
+    reads = "infer reads 2D slices, 3D NIfTI volumes and DICOM series"
+    assert error[0] == f"error: {folder}: nothing to segment; {reads}, and none of these could be used:"
+    assert len(error) == 2 and error[1].startswith(f"  {folder / '1.dcm'}: not a DICOM file")
     assert not (tmp_path / "out").exists()
 
 
@@ -152,16 +153,15 @@ def test_the_record_names_bundle_weights_settings_and_every_input(tmp_path, ckpt
     settings = record["settings"]
     assert (settings["device"], settings["threshold"], settings["image_size"]) == ("cpu", 0.7, 32)
     assert settings["overrides"]["threshold"] == 0.7 and settings["save_overlays"] is False
-    assert record["inputs"] == [
-        {"input": str(folder / "1.png"), "outputs": [str(out / "1_seg.nii.gz")], "status": "written", "reason": ""},
-        {
-            "input": str(folder / "2.dcm"),
-            "outputs": [],
-            "status": "failed",
-            "reason": f"{folder / '2.dcm'}: unsupported type; infer reads .mat, .png, .nii, .nii.gz "
-            "(DICOM is not read yet: convert the series to NIfTI)",
-        },
-    ]
+    written, failed = record["inputs"]
+    assert written == {
+        "input": str(folder / "1.png"),
+        "outputs": [str(out / "1_seg.nii.gz")],
+        "status": "written",
+        "reason": "",
+    }
+    assert (failed["input"], failed["outputs"], failed["status"]) == (str(folder / "2.dcm"), [], "failed")
+    assert failed["reason"].startswith(f"{folder / '2.dcm'}: not a DICOM file")
     assert record["counts"] == {"written": 1, "failed": 1}
 
 

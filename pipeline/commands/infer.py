@@ -1,39 +1,59 @@
-"""``python -m pipeline infer``: segment slices, one file or a folder (tree), and write masks, overlays and a record."""
+"""``python -m pipeline infer``: segment slices, 3D volumes and DICOM series, one file or a folder (tree), and write
+masks, overlays, SEGs and a record."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
 from pipeline.user_errors import UserError, find_user_error
 
+if TYPE_CHECKING:
+    from pipeline.dicom.series import DicomSeries
+    from pipeline.reports.inference_record import InputOutcome
+    from pipeline.volumes import SliceSegmenter
+
 # The resolved config values an inference record keeps beside the command's own settings.
 RECORDED_VALUES = ("device", "threshold", "image_size")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``infer`` command."""
     parser = subparsers.add_parser(
         "infer",
-        help="segment .mat/.png/.nii(.gz) slices, one file or a folder (configs/inference.json)",
-        description="Segment every .mat, .png, .nii and .nii.gz slice in INPUT with <bundle>/models/model.pt; "
-        "masks keep each input's size and orientation. OUTPUT/inference_record.json lists the bundle version, "
-        "the weights' SHA-256, the settings and every input with its outputs and status. Files that cannot be "
-        "read are skipped and listed at the end, and the exit status is then 1.",
-    )
-    parser.add_argument("--input", type=Path, required=True, help="a slice, or a folder of slices, to segment")
-    parser.add_argument("--output", type=Path, required=True, help="folder for the masks and overlays")
-    parser.add_argument(
-        "--format", choices=["nii.gz", "png"], default="nii.gz", help="mask file format (default: %(default)s)"
+        help="segment 2D slices, 3D NIfTI volumes and DICOM series, one file or a folder (configs/inference.json)",
+        description="Segment what INPUT holds with <bundle>/models/model.pt. 2D slices (.mat, .png, .nii, .nii.gz) "
+        "get a mask (and an overlay) of their own size and orientation. 3D NIfTI volumes get a NIfTI mask with the "
+        "volume's shape and affine, segmented slice by slice along the axis of largest voxel spacing. DICOM files "
+        "(.dcm or any name) are grouped into series by SeriesInstanceUID, and each series gets a DICOM SEG "
+        "referencing its instances. OUTPUT/inference_record.json lists the bundle version, the weights' SHA-256, "
+        "the settings and every input with its outputs and status. Inputs that cannot be used are skipped and "
+        "listed at the end with the reason, and the exit status is then 1.",
     )
     parser.add_argument(
-        "--recursive", action="store_true", help="also segment the slices of subfolders, mirroring them in OUTPUT"
+        "--input", type=Path, required=True, help="a slice, volume or DICOM file, or a folder of them, to segment"
+    )
+    parser.add_argument("--output", type=Path, required=True, help="folder for the masks, overlays and SEGs")
+    parser.add_argument(
+        "--format",
+        choices=["nii.gz", "png"],
+        default="nii.gz",
+        help="mask file format of 2D slices (volumes give .nii.gz, DICOM series a SEG; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--nifti-copy", action="store_true", help="also write each DICOM series' mask as NIfTI beside its SEG"
+    )
+    parser.add_argument(
+        "--recursive", action="store_true", help="also segment the inputs of subfolders, mirroring them in OUTPUT"
     )
     parser.add_argument("--tta", action="store_true", help="average with a left-right flipped pass")
-    parser.add_argument("--no-overlays", action="store_true", help="don't write overlay PNGs")
+    parser.add_argument("--no-overlays", action="store_true", help="don't write overlay PNGs of 2D slices")
     parser.add_argument("--no-postprocessing", action="store_true", help="keep all components, don't fill holes")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
@@ -48,18 +68,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+@dataclass
+class Inputs:
+    """What ``infer`` found at its input path, by kind, and the files it leaves out, each with the reason."""
+
+    slices: list[Path] = field(default_factory=list)
+    volumes: list[Path] = field(default_factory=list)
+    dicom: list[Path] = field(default_factory=list)
+    left_out: dict[Path, str] = field(default_factory=dict)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Segment the inputs and write the record; 1 when some inputs could not be read."""
+    """Segment the inputs and write the record; 1 when some inputs could not be used."""
     from pipeline.handlers import InputFailuresError
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
     from pipeline.reports.inference_record import FAILED, SKIPPED, InputOutcome, write_inference_record
+    from pipeline.volumes import SliceSegmenter
     from pipeline.workflow import check_bundle_overrides, run_bundle, run_values
 
     output, source = args.output.resolve(), args.input.absolute()
+    root = source if source.is_dir() else source.parent
     user_overrides = parse_overrides(args.overrides)
     settings = {
         "output_dir": str(output),
-        "data_root_dir": str(source if source.is_dir() else source.parent),
+        "data_root_dir": str(root),
         "output_ext": f".{args.format}",
         "flip_tta": args.tta,
         "save_overlays": not args.no_overlays,
@@ -70,15 +102,24 @@ def run(args: argparse.Namespace) -> int:
     }
     check_bundle_overrides(args.bundle, ["inference.json"], settings)
     values = run_values(args.bundle, ["inference.json"], ("input_suffixes", "ckpt_dir", *RECORDED_VALUES), settings)
-    slices, left_out = input_slices(source, values["input_suffixes"], recursive=args.recursive, exclude=output)
+    found = find_inputs(source, values["input_suffixes"], recursive=args.recursive, exclude=output)
+    series, dicom_failures = read_series(source, found.dicom, recursive=args.recursive, exclude=output)
+    if not (found.slices or found.volumes or series):
+        raise UserError(nothing_to_segment(source, [*found.left_out.values(), *dicom_failures], args.recursive))
     if not (args.overwrite or args.skip_complete):
         refuse_non_empty_folder(output, "masks")
     check_output_folder(output, INFER_MIN_FREE_BYTES)
 
-    outcomes = {path: InputOutcome(str(path), planned_outputs(path, settings)) for path in slices}
-    to_segment = [path for path in slices if not (args.skip_complete and _complete(outcomes[path].outputs))]
-    for path in set(slices) - set(to_segment):
-        outcomes[path].status, outcomes[path].reason = SKIPPED, "its outputs were already complete"
+    outcomes = planned_outcomes(found, series, settings, args.nifti_copy)
+    pending = {key for key, outcome in outcomes.items() if not (args.skip_complete and _complete(outcome.outputs))}
+    for key in outcomes.keys() - pending:
+        outcomes[key].status, outcomes[key].reason = SKIPPED, "its outputs were already complete"
+    to_segment = [path for path in found.slices if path in pending]
+    volumes = [path for path in found.volumes if path in pending]
+    series = [item for item in series if item.series_uid in pending]
+
+    # Built before any output is written, so a bundle or weights fault stops the run with nothing half done.
+    segmenter = SliceSegmenter.from_bundle(args.bundle, settings) if volumes or series else None
     unread = None
     if to_segment:
         try:
@@ -93,68 +134,129 @@ def run(args: argparse.Namespace) -> int:
         # A failure line starts with its input's path; the longest match tells "a.png" from "a.png.png".
         failed = max((path for path in to_segment if line.startswith(str(path))), key=lambda path: len(str(path)))
         outcomes[failed].status, outcomes[failed].reason = FAILED, line
+    if segmenter is not None:
+        segment_scans(volumes, series, outcomes, segmenter)
+
     recorded = {
         "input": str(source),
         "recursive": args.recursive,
         "continue": args.skip_complete,
+        "nifti_copy": args.nifti_copy,
         **{key: str(values[key]) if key == "device" else values[key] for key in RECORDED_VALUES},
         **{key: value for key, value in settings.items() if key != "device"},
         "overrides": user_overrides,
     }
-    unsupported = [InputOutcome(str(path), [], FAILED, line) for path, line in left_out.items()]
+    unusable = [InputOutcome(str(path), [], FAILED, line) for path, line in found.left_out.items()]
+    unusable += [InputOutcome(line.split(": ", 1)[0], [], FAILED, line) for line in dicom_failures]
     record = write_inference_record(
         output,
         args.bundle.resolve(),
         Path(values["ckpt_dir"]) / "model.pt",
         recorded,
-        [*outcomes.values(), *unsupported],
+        [*outcomes.values(), *unusable],
     )
-    _report_left_out(list(left_out.values()))
+    not_segmented = [outcome.reason for outcome in [*outcomes.values(), *unusable] if outcome.status == FAILED]
+    not_segmented = [line for line in not_segmented if not (unread and line in unread.failures)]
+    _report_not_segmented(not_segmented)
     if unread is not None:
         raise unread
-    skipped = len(slices) - len(to_segment)
-    print(f"masks: {args.output} ({len(to_segment)} slices{f', {skipped} already done' if skipped else ''})")
+    print(
+        f"outputs: {args.output} ({_summary(len(to_segment), len(volumes), len(series), len(outcomes) - len(pending))})"
+    )
     print(f"record: {record}")
-    return 1 if left_out else 0
+    return 1 if not_segmented else 0
 
 
-def _report_left_out(left_out: Sequence[str]) -> None:
-    if left_out:
-        print(f"error: {len(left_out)} files were not segmented:", *left_out, sep="\n  ", file=sys.stderr)
+def planned_outcomes(
+    found: Inputs, series: Sequence[DicomSeries], settings: dict, nifti_copy: bool
+) -> dict[Path | str, InputOutcome]:
+    """The outcome of every input, by path (a DICOM series: by its UID), with the outputs it is to get."""
+    from pipeline.reports.inference_record import InputOutcome
+    from pipeline.volumes.clinical import series_outputs
+
+    output, root = Path(settings["output_dir"]), Path(settings["data_root_dir"])
+    outcomes = {path: InputOutcome(str(path), planned_outputs(path, settings)) for path in found.slices}
+    outcomes |= {path: InputOutcome(str(path), [volume_output(path, settings)]) for path in found.volumes}
+    for item in series:
+        outputs = series_outputs(item, output, root, nifti_copy)
+        outcomes[item.series_uid] = InputOutcome(item.label, [str(path) for path in outputs])
+    return outcomes
+
+
+def segment_scans(
+    volumes: Sequence[Path],
+    series: Sequence[DicomSeries],
+    outcomes: dict[Path | str, InputOutcome],
+    segmenter: SliceSegmenter,
+) -> None:
+    """Segment the NIfTI ``volumes`` and the DICOM ``series`` with ``segmenter`` into their planned outputs; one
+    that cannot be read, segmented or written is marked failed with the reason, and the others go on."""
+    from pipeline.reports.inference_record import FAILED
+    from pipeline.volumes.clinical import failure_line, segment_nifti_volume, segment_series
+
+    for path in volumes:
+        try:
+            segment_nifti_volume(path, Path(outcomes[path].outputs[0]), segmenter)
+        except Exception as error:  # whatever one volume trips on is reported with it, not raised
+            outcomes[path].status, outcomes[path].reason = FAILED, failure_line(str(path), error)
+    for item in series:
+        try:
+            segment_series(item, [Path(path) for path in outcomes[item.series_uid].outputs], segmenter)
+        except Exception as error:  # an odd header of one series must not cost the others their SEG
+            outcomes[item.series_uid].status, outcomes[item.series_uid].reason = FAILED, failure_line(item.label, error)
+
+
+def _summary(slices: int, volumes: int, series: int, skipped: int) -> str:
+    counts = ((slices, "slices"), (volumes, "volumes"), (series, "DICOM series"), (skipped, "already done"))
+    return ", ".join(f"{count} {what}" for count, what in counts if count)
+
+
+def _report_not_segmented(lines: Sequence[str]) -> None:
+    if lines:
+        print(f"error: {len(lines)} inputs were not segmented:", *lines, sep="\n  ", file=sys.stderr)
 
 
 def _complete(outputs: Sequence[str]) -> bool:
-    # Masks and overlays are written atomically: a file that exists is whole.
+    # Every output is written atomically: a file that exists is whole.
     return all(Path(output).is_file() for output in outputs)
 
 
 def planned_outputs(source: Path, settings: dict) -> list[str]:
-    """The mask (and overlay) paths ``configs/inference.json`` writes for ``source`` with ``settings``.
+    """The mask (and overlay) paths ``configs/inference.json`` writes for the slice ``source`` with ``settings``.
 
     They are named by the functions ``SaveImaged`` and ``SaveOverlayd`` name them with: the input's folder
     below ``data_root_dir`` is kept below ``output_dir``.
     """
-    from monai.data import create_file_basename
-
     from pipeline.transforms import overlay_path
 
-    output_dir, root = settings["output_dir"], settings["data_root_dir"]
-    mask = create_file_basename("seg", str(source), output_dir, root, separate_folder=False, makedirs=False)
-    outputs = [mask + settings["output_ext"]]
+    outputs = [_mask_basename(source, settings) + settings["output_ext"]]
     if settings["save_overlays"]:
-        outputs.append(str(overlay_path(source, Path(output_dir) / "overlays", root)))
+        outputs.append(str(overlay_path(source, Path(settings["output_dir"]) / "overlays", settings["data_root_dir"])))
     return outputs
 
 
-def input_slices(
-    path: Path, suffixes: Sequence[str], recursive: bool = False, exclude: Path | None = None
-) -> tuple[list[Path], dict[Path, str]]:
-    """The slices to segment at ``path`` (one file, the files of a folder, or of its whole tree when
-    ``recursive``), and the files left out, each with a line saying why; files under ``exclude`` (the output
-    folder) and hidden files are ignored.
+def volume_output(source: Path, settings: dict) -> str:
+    """The NIfTI mask path of the volume ``source``: named as a slice's mask, always ``.nii.gz``."""
+    return _mask_basename(source, settings) + ".nii.gz"
 
-    Raises ``UserError`` when ``path`` does not exist or holds no slice of a supported type.
+
+def _mask_basename(source: Path, settings: dict) -> str:
+    from monai.data import create_file_basename
+
+    output_dir, root = settings["output_dir"], settings["data_root_dir"]
+    return create_file_basename("seg", str(source), output_dir, root, separate_folder=False, makedirs=False)
+
+
+def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, exclude: Path | None = None) -> Inputs:
+    """The inputs at ``path`` (one file, the files of a folder, or of its whole tree when ``recursive``) by kind:
+    2D slices (``suffixes``, NIfTI of two dimensions), 3D NIfTI volumes and DICOM files, and the files left out,
+    each with a line saying why. Files under ``exclude`` (the output folder) and hidden files are ignored.
+
+    Raises ``UserError`` when ``path`` does not exist.
     """
+    from pipeline.dicom.series import is_dicom_file
+    from pipeline.volumes.clinical import volume_dimensions
+
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
     if path.is_file():
@@ -168,14 +270,55 @@ def input_slices(
             and not entry.name.startswith(".")
             and (exclude is None or not entry.resolve().is_relative_to(exclude))
         )
-    slices = [file for file in files if file.name.lower().endswith(tuple(suffixes))]
-    left_out = {
-        file: f"{file}: unsupported type; infer reads {', '.join(suffixes)}"
-        + (" (DICOM is not read yet: convert the series to NIfTI)" if file.suffix.lower() == ".dcm" else "")
-        for file in files
-        if file not in slices
-    }
-    if not slices:
-        found = f"{len(files)} files of other types" if files else "nothing"
-        raise UserError(f"{path}: no slice to segment ({found}); infer reads {', '.join(suffixes)}")
-    return slices, left_out
+    found = Inputs()
+    for file in files:
+        name = file.name.lower()
+        if name.endswith(NIFTI_SUFFIXES):
+            try:
+                dimensions = volume_dimensions(file)
+            except Exception:  # not a readable NIfTI header: the slice loader reports what is wrong with the file
+                dimensions = ()
+            if len(dimensions) <= 2:
+                found.slices.append(file)
+            elif len(dimensions) == 3:
+                found.volumes.append(file)
+            else:
+                found.left_out[file] = (
+                    f"{file}: a {len(dimensions)}D NIfTI of shape {dimensions}; infer segments 2D slices and 3D "
+                    "volumes: split it into 3D volumes first"
+                )
+        elif name.endswith(tuple(suffixes)):
+            found.slices.append(file)
+        elif is_dicom_file(file):
+            found.dicom.append(file)
+        else:
+            found.left_out[file] = f"{file}: unsupported type; infer reads {', '.join(suffixes)} and DICOM files"
+    return found
+
+
+def read_series(
+    path: Path, dicom_files: Sequence[Path], recursive: bool = False, exclude: Path | None = None
+) -> tuple[list[DicomSeries], list[str]]:
+    """The DICOM series at ``path`` and the lines of the files and series that could not be used (none of them
+    under ``exclude``), when ``dicom_files`` holds any file; else nothing."""
+    from pipeline.dicom.series import read_dicom_folder
+
+    if not dicom_files:
+        return [], []
+    series, failures = read_dicom_folder(path, recursive=recursive)
+    if exclude is not None:
+        series = [item for item in series if not any(file.resolve().is_relative_to(exclude) for file in item.files)]
+        failures = [line for line in failures if not Path(line.split(": ", 1)[0]).resolve().is_relative_to(exclude)]
+    return series, failures
+
+
+def nothing_to_segment(path: Path, reasons: Sequence[str], recursive: bool) -> str:
+    """The one error of an input holding nothing ``infer`` can segment, with each file's (or series') reason."""
+    what = "2D slices, 3D NIfTI volumes and DICOM series"
+    if reasons:
+        return f"{path}: nothing to segment; infer reads {what}, and none of these could be used:" + "".join(
+            f"\n  {line}" for line in reasons
+        )
+    if not recursive and path.is_dir() and any(entry.is_file() for entry in path.rglob("*")):
+        return f"{path}: nothing to segment in this folder, only in its subfolders: add --recursive"
+    return f"{path}: nothing to segment (no files); infer reads {what}"

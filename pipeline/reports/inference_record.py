@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ class InputOutcome:
     """One input of an ``infer`` run.
 
     Args:
-        input: the input file.
-        outputs: the files written (or to be written) for it: its mask, then its overlay if any.
+        input: the input file; for a DICOM series, its label (folder, series number, description and UID).
+        outputs: the files written (or to be written) for it: its mask or SEG, then its overlay or the SEG's
+            NIfTI copy if any.
         status: ``written``, ``skipped`` or ``failed``.
         reason: why it was skipped or failed; empty when it was written.
     """
@@ -57,7 +58,7 @@ def write_inference_record(
     record = {
         "bundle": {"folder": str(bundle_dir), "name": metadata.get("name"), "version": metadata.get("version")},
         "pipeline_version": __version__,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "weights": {"path": str(weights), "sha256": sha256_of(weights) if weights.is_file() else None},
         "settings": dict(settings),
         "counts": dict(Counter(outcome.status for outcome in outcomes)),

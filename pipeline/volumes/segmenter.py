@@ -1,0 +1,149 @@
+"""The bundle's 2D model applied slice by slice to a 3D volume, in the in-plane orientation it was trained on.
+
+The network, its weights, the slice preprocessing, the inferer and the mask post-processing are those of
+``configs/inference.json`` (with ``<ckpt_dir>/model_config.json`` merged last, as every stage merges it): the
+same components that segment a 2D slice file segment each slice of a volume. Only how the slices are cut from
+the volume, batched, and put back is defined here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from ignite.engine import Engine
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.networks import eval_mode
+from monai.transforms import Compose
+
+from pipeline.workflow import bundle_config_files, check_bundle_overrides, trained_model_config
+
+# The axis codes that put every slice of a volume in the training slices' layout. The model was trained on
+# slices as MONAI reads PNG/MAT files: index [column, row] of the displayed image. In the radiological display
+# of DICOM viewers, columns run from the patient's right to left (L) or front to back (P) and rows from front
+# to back (P) or head to feet (I), so a volume reoriented to L, P, I gives axial slices [L, P], coronal slices
+# [L, I] and sagittal slices [P, I]: each one indexed [column, row] as displayed.
+TRAINING_AXCODES = ("L", "P", "I")
+
+
+class SliceSegmenter:
+    """The bundle's trained network, slice preprocessing and mask post-processing (configs/inference.json,
+    with the model_config.json written beside the weights), applied slice by slice to a volume.
+
+    Args:
+        network: the network, its weights loaded, on ``device``.
+        inferer: the MONAI inferer that runs it on a batch of slices.
+        slice_transforms: the per-slice preprocessing, for a dict whose ``image`` is one slice as MONAI reads
+            a 2D file: (columns, rows), no channel.
+        mask_transforms: the per-slice post-processing, turning ``pred`` (the network's output for the slice)
+            into a binary mask of the slice's own size.
+        device: where the network runs.
+        amp: run the network under CUDA autocast.
+        batch_size: slices per forward pass.
+        name: the bundle's name, for the outputs' provenance.
+        version: the bundle's version.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        inferer: Any,
+        slice_transforms: Compose,
+        mask_transforms: Compose,
+        device: torch.device,
+        amp: bool = False,
+        batch_size: int = 8,
+        name: str = "",
+        version: str = "",
+    ) -> None:
+        self.network = network
+        self.inferer = inferer
+        self.slice_transforms = slice_transforms
+        self.mask_transforms = mask_transforms
+        self.device = device
+        self.amp = amp
+        self.batch_size = max(1, int(batch_size))
+        self.name = name
+        self.version = version
+
+    @classmethod
+    def from_bundle(cls, bundle_dir: Path, overrides: Mapping[str, Any] | None = None) -> SliceSegmenter:
+        """The segmenter ``configs/inference.json`` of ``bundle_dir`` defines, with ``overrides`` (config keys, as
+        ``python -m pipeline infer`` takes them) and the trained model's ``model_config.json``; weights loaded.
+
+        Raises ``UserError`` for an override that fits no key, one that contradicts the trained model, and for
+        missing, unsafe or mismatched weights.
+        """
+        bundle_dir = Path(bundle_dir).resolve()
+        overrides = {"bundle_root": str(bundle_dir), **(overrides or {})}
+        check_bundle_overrides(bundle_dir, ["inference.json"], overrides)
+        config_files = bundle_config_files(bundle_dir, ["inference.json"])
+        config_files += trained_model_config(config_files, overrides)
+        parser = ConfigParser()
+        parser.read_config([str(path) for path in config_files])
+        parser.update(overrides)
+        # The bundle's own checkpoint handler loads the weights into ``network``; it only needs an engine to
+        # report to, and a bare one has nothing to resume.
+        parser.get_parsed_content("checkpoint_loader")(Engine(lambda engine, batch: None))
+        metadata = json.loads((bundle_dir / "configs" / "metadata.json").read_text(encoding="utf-8"))
+        return cls(
+            network=parser.get_parsed_content("network"),
+            inferer=parser.get_parsed_content("inferer"),
+            slice_transforms=Compose(parser.get_parsed_content("slice_transforms")),
+            mask_transforms=Compose(parser.get_parsed_content("mask_transforms")),
+            device=parser.get_parsed_content("device"),
+            amp=bool(parser.get_parsed_content("amp")),
+            batch_size=parser.get_parsed_content("slice_batch_size"),
+            name=str(metadata.get("name", bundle_dir.name)),
+            version=str(metadata.get("version", "")),
+        )
+
+    def segment(self, volume: np.ndarray, affine: np.ndarray, slice_axis: int) -> np.ndarray:
+        """uint8 {0,1} mask with ``volume``'s shape; ``affine`` is RAS+ (used to bring each slice to the
+        in-plane orientation the model was trained on, and back).
+
+        ``slice_axis`` is the voxel axis the slices are cut along. The volume is only transposed and flipped
+        (never resampled) into the training orientation, so the mask maps back voxel for voxel. Each slice is
+        resized to the model's input size whatever its pixel spacing, as the training slices were.
+        """
+        volume = np.asarray(volume)
+        if volume.ndim != 3:
+            raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
+        to_training = nib.orientations.ornt_transform(
+            nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(TRAINING_AXCODES)
+        )
+        axis = int(to_training[slice_axis % 3, 0])
+        masks = self.segment_slices(np.moveaxis(nib.orientations.apply_orientation(volume, to_training), axis, 0))
+        back = nib.orientations.ornt_transform(
+            nib.orientations.axcodes2ornt(TRAINING_AXCODES), nib.orientations.io_orientation(affine)
+        )
+        return np.ascontiguousarray(nib.orientations.apply_orientation(np.moveaxis(masks, 0, axis), back))
+
+    def segment_slices(self, slices: np.ndarray) -> np.ndarray:
+        """uint8 {0,1} masks of ``slices``, shape (n, columns, rows): 2D slices laid out as the training slices
+        were (index [column, row] of the displayed image), as MONAI reads a 2D slice file."""
+        batches = [slices[start : start + self.batch_size] for start in range(0, len(slices), self.batch_size)]
+        return np.concatenate([self._segment_batch(batch) for batch in batches])
+
+    def _segment_batch(self, slices: np.ndarray) -> np.ndarray:
+        """The masks of ``slices`` in one forward pass."""
+        # Each slice enters the transforms as a MONAI reader hands over a 2D image: float, no channel yet.
+        meta = {"original_channel_dim": "no_channel"}
+        items = [
+            self.slice_transforms({"image": MetaTensor(np.ascontiguousarray(image, dtype=np.float32), meta=dict(meta))})
+            for image in slices
+        ]
+        inputs = torch.stack([item["image"].as_tensor() for item in items]).to(self.device)
+        with eval_mode(self.network), torch.autocast("cuda") if self.amp else nullcontext():
+            logits = self.inferer(inputs, self.network).float().cpu()
+        masks = [
+            self.mask_transforms({**item, "pred": MetaTensor(pred)})["pred"][0] for item, pred in zip(items, logits)
+        ]
+        return np.stack([np.asarray(mask, dtype=np.uint8) for mask in masks])
