@@ -11,7 +11,19 @@ from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.user_errors import find_user_error
 
 # Modules under pipeline/commands, in the order `--help` lists them; each registers its own (hyphenated) name.
-COMMANDS = ("synth", "prepare", "download", "train", "evaluate", "infer", "demo", "export", "check", "fetch_weights")
+COMMANDS = (
+    "synth",
+    "prepare",
+    "download",
+    "train",
+    "evaluate",
+    "infer",
+    "dicom",
+    "demo",
+    "export",
+    "check",
+    "fetch_weights",
+)
 
 
 def version_text() -> str:

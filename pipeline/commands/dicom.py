@@ -1,0 +1,159 @@
+"""``python -m pipeline dicom``: query a PACS, retrieve the series, segment them and store each DICOM SEG back."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.user_errors import UserError
+
+if TYPE_CHECKING:
+    from pipeline.dicom.pacs import PacsNode, SeriesInfo
+    from pipeline.volumes.segmenter import SliceSegmenter
+
+DEFAULT_CALLING_AET = "BRAINSEG"
+# The modality the model segments; other series of a study (a SEG of an earlier run, say) are skipped.
+SEGMENTED_MODALITY = "MR"
+# Series of at least this many instances show their retrieval's progress.
+LONG_SERIES = 40
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``dicom`` command."""
+    parser = subparsers.add_parser(
+        "dicom",
+        help="query a PACS (DIMSE), retrieve MR series, segment them and store each DICOM SEG back",
+        description="Find the series of a study, a series or a patient on a DICOM server (C-FIND), retrieve each "
+        "MR series into OUTPUT/retrieved (C-GET), segment it slice by slice into a DICOM SEG in "
+        "OUTPUT/segmentations and store the SEG back on the server (C-STORE). The server must know the calling "
+        "AE title (for C-GET). The exit status is 1 when any series failed.",
+    )
+    parser.add_argument("--host", required=True, help="the DICOM server's host name or address")
+    parser.add_argument("--port", type=int, required=True, help="the DICOM server's port")
+    parser.add_argument("--called-aet", type=ae_title, required=True, help="the DICOM server's AE title")
+    parser.add_argument(
+        "--calling-aet",
+        type=ae_title,
+        default=DEFAULT_CALLING_AET,
+        help="this client's AE title (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the server at each step (default: %(default)s)"
+    )
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--study-uid", help="segment the MR series of this StudyInstanceUID")
+    query.add_argument("--series-uid", help="segment this SeriesInstanceUID")
+    query.add_argument("--patient-id", help="segment the MR series of every study of this PatientID")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the retrieved series and the SEGs")
+    parser.add_argument("--no-store", action="store_true", help="don't store the SEGs back on the server")
+    parser.add_argument("--nifti-copy", action="store_true", help="also write each series' mask as NIfTI")
+    parser.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
+    add_bundle_arguments(parser)
+    parser.set_defaults(accepts_overrides=True)
+    return parser
+
+
+def ae_title(value: str) -> str:
+    """``value`` if it is a valid AE title (1 to 16 characters, not only spaces, no backslash or control character)."""
+    if not value.strip() or len(value) > 16 or any(char == "\\" or not char.isprintable() for char in value):
+        raise argparse.ArgumentTypeError(
+            f"invalid AE title {value!r}: 1 to 16 characters, not only spaces, no backslash or control character"
+        )
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Query, retrieve, segment and store; 1 when any series failed."""
+    from pipeline.dicom.pacs import PacsNode, echo, find_series
+    from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+    from pipeline.volumes.segmenter import SliceSegmenter
+    from pipeline.workflow import check_bundle_overrides
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be 1 to 65535, got {args.port}")
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    overrides = {**device_override(args.device), **parse_overrides(args.overrides)}
+    check_bundle_overrides(args.bundle, ["inference.json"], overrides)
+    output = args.output.resolve()
+    if not args.overwrite:
+        refuse_non_empty_folder(output, "the retrieved series and the SEGs")
+    node = PacsNode(args.host, args.port, args.called_aet, args.calling_aet, args.timeout)
+    echo(node)
+    print(f"connected to {node} as {node.calling_aet}")
+    found = find_series(node, study_uid=args.study_uid, series_uid=args.series_uid, patient_id=args.patient_id)
+    print(f"found {len(found)} series in {len({series.study_uid for series in found})} studies")
+    wanted = [series for series in found if series.modality == SEGMENTED_MODALITY]
+    for series in found:
+        if series.modality != SEGMENTED_MODALITY:
+            print(f"skipped {series.label}: modality {series.modality or 'unknown'}, the model segments MR")
+    if not wanted:
+        raise UserError(f"{node}: none of the {len(found)} series found is an MR series; nothing to segment")
+
+    check_output_folder(output, INFER_MIN_FREE_BYTES)
+    print(f"loading the model of {args.bundle}", flush=True)
+    segmenter = SliceSegmenter.from_bundle(args.bundle, overrides)
+    failures: list[str] = []
+    failed = 0
+    for number, series in enumerate(wanted, 1):
+        step = f"[{number}/{len(wanted)}]"
+        print(f"{step} {series.label}", flush=True)
+        try:
+            problems = _segment_series(node, series, output, segmenter, args, step)
+        except UserError as error:
+            problems = [str(error)]
+        failures.extend(problems)
+        if problems:
+            failed += 1
+            print(f"{step} failed", file=sys.stderr)
+
+    stored = "" if args.no_store else f" and stored on {node}"
+    print(f"{len(wanted) - failed} of {len(wanted)} series segmented{stored}; outputs in {output}")
+    if failures:
+        print(f"error: {failed} of {len(wanted)} series failed:", *failures, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _segment_series(
+    node: PacsNode, series: SeriesInfo, output: Path, segmenter: SliceSegmenter, args: argparse.Namespace, step: str
+) -> list[str]:
+    """Retrieve, segment and (unless ``--no-store``) store back one series; its problems, one line each naming
+    the series or its files."""
+    from pipeline.dicom.pacs import get_series, store_files
+    from pipeline.volumes.clinical import segment_dicom_folder
+
+    folder = output / "retrieved" / series.study_uid / series.series_uid
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's instances, which the server may no longer hold
+    files = get_series(node, series, folder, progress=_progress_printer(step))
+    print(f"{step} retrieved {len(files)} instances to {folder}; segmenting them", flush=True)
+    written, problems = segment_dicom_folder(folder, output / "segmentations", segmenter, nifti_copy=args.nifti_copy)
+    for path in written:
+        print(f"{step} wrote {path}")
+    segs = [path for path in written if path.suffix == ".dcm"]
+    if not segs:
+        return problems or [f"{series.label}: no SEG was written"]
+    if not args.no_store:
+        store_files(node, segs)
+        print(f"{step} stored {len(segs)} SEG on {node}")
+    return problems
+
+
+def _progress_printer(step: str) -> Callable[[int, int | None], None]:
+    """A ``progress(received, expected)`` callback that prints at each quarter of a long series (each 100
+    instances when the count is unknown), so a long retrieval shows it is moving."""
+    printed: set[int] = set()
+
+    def progress(received: int, expected: int | None) -> None:
+        mark = 4 * received // expected if expected else received // 100
+        long = expected is None or expected >= LONG_SERIES
+        if long and mark > 0 and mark not in printed and received != expected:
+            printed.add(mark)
+            print(f"{step} retrieving, {received}{f'/{expected}' if expected else ''} instances", flush=True)
+
+    return progress
