@@ -72,3 +72,31 @@ def plot_overlays(cases: Sequence[Mapping[str, object]], path: str | os.PathLike
         axis.axis("off")
     fig.suptitle("green: reference   red: prediction", fontsize=9)
     _save(fig, path)
+
+
+def plot_mask_over_slices(
+    slices: np.ndarray,
+    mask: np.ndarray,
+    path: str | os.PathLike,
+    titles: Sequence[str],
+    title: str = "",
+    reference: np.ndarray | None = None,
+) -> None:
+    """Show each slice of ``slices`` (n, rows, cols; display orientation) with the outline of ``mask`` (red) and,
+    where given, of the ``reference`` mask (green)."""
+    columns = min(len(slices), 4)
+    rows = -(-len(slices) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    references = np.zeros_like(mask) if reference is None else reference
+    for axis, image, outline, truth, name in zip(axes.flat, slices, mask, references, titles):
+        low, high = np.percentile(image, [0.5, 99.5])
+        axis.imshow(image, cmap="gray", vmin=low, vmax=high)
+        if np.any(truth):
+            axis.contour(truth, levels=[0.5], colors="lime", linewidths=1.0)
+        if np.any(outline):
+            axis.contour(outline, levels=[0.5], colors="red", linewidths=1.0)
+        axis.set_title(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
