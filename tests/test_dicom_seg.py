@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from pipeline import default_bundle_dir
@@ -194,7 +195,9 @@ def test_infer_on_a_mixed_folder_writes_the_good_seg_names_each_bad_input_and_ex
     record = json.loads((out / "inference_record.json").read_text())
     assert record["counts"] == {"written": 1, "failed": 3}
     (written,) = [entry for entry in record["inputs"] if entry["status"] == "written"]
-    assert written["input"] == series.label and written["outputs"] == [str(seg_path)]
+    overlay = seg_path.with_name(f"{series.series_uid}_overlay.png")
+    assert written["input"] == series.label and written["outputs"] == [str(seg_path), str(overlay)]
+    assert overlay.is_file()
 
 
 def test_infer_on_one_dicom_file_writes_a_seg_of_one_frame_and_a_nifti_copy_on_request(phantom_folder, tmp_path):
@@ -235,3 +238,19 @@ def test_infer_on_a_dicom_export_tree_asks_for_recursive_and_then_segments_every
     )
     assert main(["infer", "--input", str(phantom_folder), "--output", str(out), "--device", "cpu", "--recursive"]) == 0
     assert len(list(out.rglob("*_seg.dcm"))) == len(_series(phantom_folder)) == 2
+
+
+def test_infer_draws_a_sheet_of_each_series_with_its_masks_outline_unless_told_not_to(phantom_folder, tmp_path):
+    source = next(phantom_folder.iterdir())
+    (series,) = _series(source)
+    drawn, plain = tmp_path / "drawn", tmp_path / "plain"
+    assert main(["infer", "--input", str(source), "--recursive", "--output", str(drawn), "--device", "cpu"]) == 0
+    argv = ["infer", "--input", str(source), "--recursive", "--output", str(plain), "--no-overlays", "--device", "cpu"]
+    assert main(argv) == 0
+    (sheet,) = drawn.rglob(f"{series.series_uid}_overlay.png")
+    with Image.open(sheet) as image:
+        assert image.mode in ("RGB", "RGBA") and min(image.size) > 200
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
+    assert red.sum() > 0  # the release model outlines the phantom's tumour
+    assert not list(plain.rglob("*_overlay.png")) and list(plain.rglob(f"{series.series_uid}_seg.dcm"))

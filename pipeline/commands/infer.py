@@ -53,7 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--recursive", action="store_true", help="also segment the inputs of subfolders, mirroring them in OUTPUT"
     )
     parser.add_argument("--tta", action="store_true", help="average with a left-right flipped pass")
-    parser.add_argument("--no-overlays", action="store_true", help="don't write overlay PNGs of 2D slices")
+    parser.add_argument(
+        "--no-overlays", action="store_true", help="don't write overlay PNGs (one per 2D slice, a sheet per series)"
+    )
     parser.add_argument("--no-postprocessing", action="store_true", help="keep all components, don't fill holes")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
@@ -178,7 +180,7 @@ def planned_outcomes(
     outcomes = {path: InputOutcome(str(path), planned_outputs(path, settings)) for path in found.slices}
     outcomes |= {path: InputOutcome(str(path), [volume_output(path, settings)]) for path in found.volumes}
     for item in series:
-        outputs = series_outputs(item, output, root, nifti_copy)
+        outputs = series_outputs(item, output, root, nifti_copy, overlay=settings["save_overlays"])
         outcomes[item.series_uid] = InputOutcome(item.label, [str(path) for path in outputs])
     return outcomes
 

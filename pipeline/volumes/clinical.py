@@ -17,29 +17,37 @@ import numpy as np
 from pipeline.atomic import atomic_path
 from pipeline.dicom.seg_writer import write_dicom_seg
 from pipeline.dicom.series import DicomSeries, read_dicom_folder
+from pipeline.reports.figures import plot_mask_over_slices
 from pipeline.user_errors import find_user_error
 from pipeline.volumes.segmenter import SliceSegmenter
 
 SEG_SUFFIX = "_seg.dcm"
 NIFTI_MASK_SUFFIX = "_seg.nii.gz"
+OVERLAY_SUFFIX = "_overlay.png"
+# At most this many slices, evenly spaced through the series, are drawn on its overlay sheet.
+OVERLAY_SLICES = 16
 # Spacings within this relative tolerance are equal when choosing a volume's slice axis.
 SPACING_RTOL = 1e-3
 
 
-def series_outputs(series: DicomSeries, output_dir: Path, root: Path, nifti_copy: bool = False) -> list[Path]:
-    """Where the SEG (then the NIfTI copy) of ``series`` goes: ``<output_dir>/<folder>/<SeriesInstanceUID>_seg.*``,
-    ``<folder>`` being the series' folder below ``root``."""
+def series_outputs(
+    series: DicomSeries, output_dir: Path, root: Path, nifti_copy: bool = False, overlay: bool = False
+) -> list[Path]:
+    """Where the SEG (then the NIfTI copy, then the overlay sheet) of ``series`` goes:
+    ``<output_dir>/<folder>/<SeriesInstanceUID>_seg.dcm`` (``_seg.nii.gz``, ``_overlay.png``), ``<folder>`` being
+    the series' folder below ``root``."""
     folder = Path(os.path.commonpath([str(file.parent) for file in series.files]))
     relative = folder.relative_to(root) if folder.is_relative_to(root) else Path()
     stem = Path(output_dir) / relative / series.series_uid
-    suffixes = [SEG_SUFFIX, NIFTI_MASK_SUFFIX] if nifti_copy else [SEG_SUFFIX]
+    suffixes = [SEG_SUFFIX] + [NIFTI_MASK_SUFFIX] * nifti_copy + [OVERLAY_SUFFIX] * overlay
     return [stem.with_name(stem.name + suffix) for suffix in suffixes]
 
 
 def segment_series(
     series: DicomSeries, outputs: list[Path], segmenter: SliceSegmenter, algorithm_version: str | None = None
 ) -> list[Path]:
-    """Segment ``series`` and write its SEG to ``outputs[0]`` (and the mask as NIfTI to ``outputs[1]``, if given).
+    """Segment ``series`` and write its SEG to ``outputs[0]``, and, for the later ``outputs`` named as
+    :func:`series_outputs` names them, the mask as NIfTI and a sheet of the slices with the mask's outline.
 
     The algorithm is named after the segmenter's bundle, with ``algorithm_version`` (default: the bundle's).
     """
@@ -47,11 +55,25 @@ def segment_series(
     version = segmenter.version if algorithm_version is None else algorithm_version
     written = [write_dicom_seg(series, mask, outputs[0], segmenter.name, version)]
     for path in outputs[1:]:
+        if path.name.endswith(OVERLAY_SUFFIX):
+            shown = np.unique(np.linspace(0, len(mask) - 1, min(len(mask), OVERLAY_SLICES)).round().astype(int))
+            numbers = series_numbers(series)
+            titles = [f"{numbers[index]}: {int(mask[index].sum())} px" for index in shown]
+            plot_mask_over_slices(series.pixels[shown], mask[shown], path, titles, title=series.label)
+            written.append(path)
+            continue
         image = nib.Nifti1Image(np.ascontiguousarray(mask.transpose(2, 1, 0)), series.affine)
         image.set_qform(series.affine, code=1)
         image.set_sform(series.affine, code=1)
         written.append(save_image(image, path))
     return written
+
+
+def series_numbers(series: DicomSeries) -> list[str]:
+    """A label per slice of ``series``: its InstanceNumber (single-frame), or its frame number (multi-frame)."""
+    if len(series.datasets) == len(series.pixels):
+        return [f"instance {dataset.get('InstanceNumber', index + 1)}" for index, dataset in enumerate(series.datasets)]
+    return [f"slice {index + 1}" for index in range(len(series.pixels))]
 
 
 def segment_dicom_folder(
