@@ -10,5 +10,12 @@ DEFAULT_SCHEMA = Path(__file__).resolve().parent / "schemas" / "meta_schema_2024
 
 
 def default_bundle_dir() -> Path:
-    """The bundle shipped beside the package (``bundles/brain_tumor_mri_2d_segmentation``)."""
-    return Path(__file__).resolve().parents[1] / "bundles" / BUNDLE_NAME
+    """The bundle the commands use unless given ``--bundle``.
+
+    In a clone of the repository (installed editable, or run from it): ``bundles/brain_tumor_mri_2d_segmentation``
+    beside the package. Installed from a wheel (``pip install .``, or the wheel an exported bundle carries), the
+    package has no bundle beside it; then it is the current folder, as for ``python -m monai.bundle run``, so the
+    commands work from inside an unzipped bundle.
+    """
+    in_repository = Path(__file__).resolve().parents[1] / "bundles" / BUNDLE_NAME
+    return in_repository if in_repository.is_dir() else Path.cwd()

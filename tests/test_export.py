@@ -19,7 +19,7 @@ from monai.transforms import LoadImage
 from PIL import Image
 from tiny_bundle import TINY_NETWORK, TINY_TRAINING
 
-from pipeline import BUNDLE_NAME, default_bundle_dir
+from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.data.figshare import read_figshare_slice
 from pipeline.data.phantom import synthesize_dataset
@@ -108,7 +108,7 @@ def test_torchscript_and_onnx_equal_the_eager_network_at_any_batch_and_size(trai
         torch.testing.assert_close(torch.from_numpy(from_onnx), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_torchscript_model_carries_the_metadata_and_inference_config_with_the_overrides(exported):
+def test_torchscript_model_carries_the_metadata_and_the_monai_only_inference_config_with_the_overrides(exported):
     extra = {"metadata.json": "", "inference.json": ""}
     torch.jit.load(str(exported["result"].torchscript), map_location="cpu", _extra_files=extra)
     metadata = json.loads(extra["metadata.json"])
@@ -116,7 +116,11 @@ def test_torchscript_model_carries_the_metadata_and_inference_config_with_the_ov
     assert metadata["version"] == bundle_metadata["version"]
     assert metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]
     config = json.loads(extra["inference.json"])
-    assert config["network_def"]["features"] == FEATURES and config["image_size"] == 32
+    assert b"pipeline" not in extra["inference.json"] and config["image_size"] == 32
+    assert config["network_def"].startswith("$torch.jit.load(")
+    # Where MONAI Deploy's bundle operator reads it: <file stem>/extra/inference.json inside the TorchScript zip.
+    with zipfile.ZipFile(exported["result"].torchscript) as packed:
+        assert json.loads(packed.read("model/extra/inference.json")) == config
 
 
 def test_zip_holds_configs_docs_licence_and_weights_and_nothing_local(exported):
@@ -127,6 +131,7 @@ def test_zip_holds_configs_docs_licence_and_weights_and_nothing_local(exported):
         names = {name.removeprefix(f"{BUNDLE_NAME}/") for name in packed.namelist()}
     expected = {"LICENSE", "large_files.yml", "models/model.pt", "models/model.ts", "models/model.onnx"}
     expected.add("models/model_config.json")  # training wrote it beside the checkpoint
+    expected |= {"requirements.txt", f"wheels/brain_tumor_mri_2d-{__version__}-py3-none-any.whl"}
     expected |= {path.relative_to(bundle).as_posix() for path in (bundle / "docs").rglob("*") if path.is_file()}
     expected |= {f"configs/{path.name}" for path in (bundle / "configs").iterdir() if path.is_file()}
     assert names == expected

@@ -23,7 +23,9 @@ from pipeline.export.large_files import write_large_files
 from pipeline.export.onnx_graph import export_onnx, missing_onnx_packages
 from pipeline.export.overrides import record_overrides, sync_metadata_shapes
 from pipeline.export.package import archive_name, write_checksum, write_zip
-from pipeline.export.torchscript import export_torchscript
+from pipeline.export.requirements import write_requirements
+from pipeline.export.torchscript import TORCHSCRIPT_CONFIG, export_torchscript
+from pipeline.export.wheel import WHEEL_DIR, build_wheel
 
 # What identifies a release: a changed config or checkpoint under an already released version is refused.
 RELEASE_IDENTITY = ("configs/", "models/model.pt")
@@ -86,13 +88,16 @@ def export_bundle(
 ) -> ExportedBundle:
     """Export ``ckpt_file`` (default ``<bundle>/models/model.pt``) of ``bundle_dir`` and package the bundle.
 
-    Writes ``<bundle>/models/model.ts`` (TorchScript with metadata and inference config embedded),
-    ``<bundle>/models/model.onnx`` (dynamic batch, height and width), and
-    ``<dist_dir>/<bundle>_v<version>.zip`` (default ``dist_dir``: ``<bundle>/dist``) with a ``.sha256`` beside
-    it. ``overrides`` are the config overrides the checkpoint was trained with (``network_def#features``,
-    ``image_size``...): they build the exported network and are written into the zipped configs, so the
-    unzipped bundle runs with the same shapes. With ``weights_url``, the zipped ``large_files.yml`` lists the
-    weights at ``<weights_url>/<file name>`` with their SHA-256, for hosting them apart from the zip.
+    Writes ``<bundle>/models/model.ts`` (TorchScript with the metadata and the MONAI-only
+    ``inference_torchscript.json`` embedded as ``inference.json``), ``<bundle>/models/model.onnx`` (dynamic batch,
+    height and width), and ``<dist_dir>/<bundle>_v<version>.zip`` (default ``dist_dir``: ``<bundle>/dist``) with a
+    ``.sha256`` beside it. The zip also carries ``wheels/``, the wheel of this package built from the source tree
+    (the configs' ``pipeline.*`` targets), and ``requirements.txt``, the packages the metadata names: with both
+    installed, the unzipped bundle runs wherever MONAI runs. ``overrides`` are the config overrides the checkpoint
+    was trained with (``network_def#features``, ``image_size``...): they build the exported network and are written
+    into the zipped configs, so the unzipped bundle runs with the same shapes. With ``weights_url``, the zipped
+    ``large_files.yml`` lists the weights at ``<weights_url>/<file name>`` with their SHA-256, for hosting them
+    apart from the zip.
 
     Everything is built in a temporary folder and checked first (checkpoint present and fitting the network,
     metadata valid against ``schema``, a changelog entry for the version, a released
@@ -108,12 +113,21 @@ def export_bundle(
     problems = schema_problems(meta_file, schema) + version_problems(meta_file, metadata)
     if problems:
         raise BundleExportError(problems[0])
+    if not (bundle_dir / "configs" / TORCHSCRIPT_CONFIG).is_file():
+        raise BundleExportError(
+            f"{bundle_dir / 'configs' / TORCHSCRIPT_CONFIG}: not found; the TorchScript model carries it, so that "
+            "MONAI alone runs the exported model"
+        )
     state = load_state_dict(ckpt_file)
     version = str(metadata["version"])
     with tempfile.TemporaryDirectory(prefix="bundle-export-") as tmp:
         staged = Path(tmp) / bundle_dir.name
         staged_metadata = _stage(bundle_dir, staged, overrides or {})
-        check_fits(_configured_network(staged), state, ckpt_file)
+        build_wheel(staged / WHEEL_DIR)
+        write_requirements(staged, staged_metadata)
+        network = _configured_network(staged)
+        check_fits(network, state, ckpt_file)
+        network.load_state_dict(state)
         models = staged / "models"
         models.mkdir()
         if is_state_dict_file(ckpt_file):
@@ -125,7 +139,8 @@ def export_bundle(
         archive = dist_dir / archive_name(bundle_dir.name, version)
         _check_release_is_new_or_same(archive, staged, bundle_dir.name, version)
         shape = input_shape(staged_metadata)
-        export_torchscript(staged, models / "model.pt", models / "model.ts", shape)
+        torchscript_config = staged / "configs" / TORCHSCRIPT_CONFIG
+        export_torchscript(network, models / "model.ts", shape, staged_metadata, torchscript_config)
         missing = missing_onnx_packages()
         if not missing:
             export_onnx(staged, models / "model.pt", models / "model.onnx", shape)
