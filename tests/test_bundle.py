@@ -24,7 +24,7 @@ from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.overrides import parse_overrides
 from pipeline.user_errors import UserError
-from pipeline.workflow import run_bundle
+from pipeline.workflow import bundle_config_files, merged_config, run_bundle
 
 BUNDLE = default_bundle_dir()
 CONFIGS = BUNDLE / "configs"
@@ -88,13 +88,15 @@ def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp
     assert (tmp_path / "test_mean_dice_raw.csv").is_file()
 
 
-def test_evaluation_with_flip_tta_scores_every_slice(trained, tmp_path):
-    """``flip_tta`` swaps the evaluation inferer for the flip-averaging one the inference config uses."""
+def test_evaluation_averages_a_flipped_pass_by_default_and_scores_every_slice_without_it(trained, tmp_path):
+    """Flip TTA is the default of evaluation, as of inference; ``flip_tta false`` gives one plain pass."""
     datalist = json.loads((trained["dataset"] / "datalist.json").read_text())
-    workflow = evaluate(trained, tmp_path, flip_tta=True)
-    assert type(workflow.parser.get_parsed_content("validate#inferer")).__name__ == "FlipTTAInferer"
+    workflow = evaluate(trained, tmp_path, flip_tta=False)
+    assert type(workflow.parser.get_parsed_content("validate#inferer")).__name__ == "SimpleInferer"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["overall"]["n"] == len(datalist["test"])
+    for config in (["train.json", "evaluate.json"], ["inference.json"]):
+        assert merged_config(bundle_config_files(BUNDLE, config))["flip_tta"] is True
 
 
 THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}

@@ -52,7 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--recursive", action="store_true", help="also segment the inputs of subfolders, mirroring them in OUTPUT"
     )
-    parser.add_argument("--tta", action="store_true", help="average with a left-right flipped pass")
+    parser.add_argument(
+        "--no-tta", action="store_true", help="one pass per slice instead of averaging with a left-right flipped one"
+    )
     parser.add_argument(
         "--no-overlays", action="store_true", help="don't write overlay PNGs (one per 2D slice, a sheet per series)"
     )
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "output_dir": str(output),
         "data_root_dir": str(root),
         "output_ext": f".{args.format}",
-        "flip_tta": args.tta,
+        "flip_tta": not args.no_tta,
         "save_overlays": not args.no_overlays,
         "keep_largest_component": not args.no_postprocessing,
         "fill_holes": not args.no_postprocessing,
