@@ -67,6 +67,9 @@ def fetch_large_files(bundle_dir: Path) -> list[Path]:
 
     ``monai.apps.utils.download_url`` downloads to a temporary file, checks the hash and only then moves it in
     place, so an interrupted or corrupted download never leaves a usable-looking file. ``file://`` URLs work.
+    MONAI's ``monai.bundle.download_large_files`` makes the same ``download_url`` calls; this loop is kept for
+    what it adds: an entry without a URL (weights shipped in the repository) and a failed download or hash each
+    end in one line naming the file and what to do, instead of MONAI's exception.
     """
     fetched = []
     for entry in read_large_files(bundle_dir):
