@@ -54,3 +54,12 @@ def test_train_evaluate_and_inference_preprocess_a_file_to_the_same_tensor(slice
 def test_the_network_definition_is_the_same_in_training_and_inference():
     assert _parser("train.json")["network_def"] == _parser("inference.json")["network_def"]
     assert _parser("train.json")["intensity_percentiles"] == _parser("inference.json")["intensity_percentiles"]
+
+
+def test_every_stage_autocasts_with_the_training_dtype():
+    rule = _parser("train.json").get()["amp_dtype"]
+    assert _parser("train.json")["train#trainer#amp_kwargs"] == {"dtype": "@amp_dtype"}
+    for config in ("inference.json", "inference_torchscript.json"):
+        parser = _parser(config)
+        assert parser.get()["amp_dtype"] == rule, config
+        assert parser["evaluator#amp_kwargs"] == {"dtype": "@amp_dtype"}, config

@@ -45,7 +45,7 @@ class SliceSegmenter:
         mask_transforms: the per-slice post-processing, turning ``pred`` (the network's output for the slice)
             into a binary mask of the slice's own size.
         device: where the network runs.
-        amp: run the network under CUDA autocast.
+        amp_dtype: the CUDA autocast dtype the network runs under (the training's), or None for full precision.
         batch_size: slices per forward pass.
         name: the bundle's name, for the outputs' provenance.
         version: the bundle's version.
@@ -58,7 +58,7 @@ class SliceSegmenter:
         slice_transforms: Compose,
         mask_transforms: Compose,
         device: torch.device,
-        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
         batch_size: int = 8,
         name: str = "",
         version: str = "",
@@ -68,7 +68,7 @@ class SliceSegmenter:
         self.slice_transforms = slice_transforms
         self.mask_transforms = mask_transforms
         self.device = device
-        self.amp = amp
+        self.amp_dtype = amp_dtype
         self.batch_size = max(1, int(batch_size))
         self.name = name
         self.version = version
@@ -99,7 +99,7 @@ class SliceSegmenter:
             slice_transforms=Compose(parser.get_parsed_content("slice_transforms")),
             mask_transforms=Compose(parser.get_parsed_content("mask_transforms")),
             device=parser.get_parsed_content("device"),
-            amp=bool(parser.get_parsed_content("amp")),
+            amp_dtype=parser.get_parsed_content("amp_dtype") if parser.get_parsed_content("amp") else None,
             batch_size=parser.get_parsed_content("slice_batch_size"),
             name=str(metadata.get("name", bundle_dir.name)),
             version=str(metadata.get("version", "")),
@@ -141,7 +141,7 @@ class SliceSegmenter:
             for image in slices
         ]
         inputs = torch.stack([item["image"].as_tensor() for item in items]).to(self.device)
-        with eval_mode(self.network), torch.autocast("cuda") if self.amp else nullcontext():
+        with eval_mode(self.network), torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext():
             logits = self.inferer(inputs, self.network).float().cpu()
         masks = [
             self.mask_transforms({**item, "pred": MetaTensor(pred)})["pred"][0] for item, pred in zip(items, logits)
