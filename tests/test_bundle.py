@@ -15,13 +15,11 @@ import torch
 from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 from monai.transforms import LoadImage
 from PIL import Image
-from tiny_bundle import TINY_NETWORK, TINY_TRAINING
+from tiny_bundle import THRESHOLD_NETWORK, TINY_NETWORK, TINY_TRAINING, phantom_dataset, save_threshold_network
 
 from pipeline import DEFAULT_SCHEMA, default_bundle_dir
 from pipeline.__main__ import COMMANDS, main
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
-from pipeline.data.phantom import synthesize_dataset
-from pipeline.data.prepare import prepare_dataset
 from pipeline.overrides import parse_overrides
 from pipeline.user_errors import UserError
 from pipeline.workflow import bundle_config_files, merged_config, run_bundle
@@ -34,8 +32,7 @@ CONFIGS = BUNDLE / "configs"
 def trained(tmp_path_factory) -> dict[str, Path]:
     """Phantoms -> prepare -> one epoch of training through the standard `python -m monai.bundle run`."""
     root = tmp_path_factory.mktemp("bundle")
-    synthesize_dataset(root / "raw", patients=10, slices_per_patient=2, size=128, seed=3)
-    prepare_dataset(root / "raw", root / "dataset", seed=3)
+    phantom_dataset(root, seed=3)
     ckpt_dir, train_dir = root / "models", root / "training"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
     command += ["--dataset_dir", str(root / "dataset"), "--ckpt_dir", str(ckpt_dir), "--output_dir", str(train_dir)]
@@ -99,18 +96,6 @@ def test_evaluation_averages_a_flipped_pass_by_default_and_scores_every_slice_wi
         assert merged_config(bundle_config_files(BUNDLE, config))["flip_tta"] is True
 
 
-THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
-
-
-def _save_threshold_network(path: Path) -> None:
-    """Save a 1x1 conv whose tumour logit wins exactly where the normalised image exceeds 0.5."""
-    network = torch.nn.Conv2d(1, 2, kernel_size=1)
-    with torch.no_grad():
-        network.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
-        network.bias.copy_(torch.tensor([0.5, -0.5]))
-    torch.save(network.state_dict(), path)
-
-
 def _infer_with_threshold_network(inputs: Path, ckpt_dir: Path, output_dir: Path, **overrides) -> None:
     run_bundle(
         BUNDLE,
@@ -148,7 +133,7 @@ def _write_slice_in_three_formats(folder: Path) -> np.ndarray:
 
 def test_inference_masks_keep_each_inputs_size_and_orientation(tmp_path):
     display = _write_slice_in_three_formats(tmp_path / "inputs")
-    _save_threshold_network(tmp_path / "model.pt")
+    save_threshold_network(tmp_path / "model.pt")
     for output_format in ("nii.gz", "png"):
         out = tmp_path / f"out_{output_format}"
         _infer_with_threshold_network(tmp_path / "inputs", tmp_path, out, output_ext=f".{output_format}")
@@ -169,7 +154,7 @@ def test_a_checkpoint_saved_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monke
     with monkeypatch.context() as patch:
         # Tag every storage as CUDA, exactly what torch.save writes for a model trained on a GPU.
         patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
-        _save_threshold_network(tmp_path / "model.pt")
+        save_threshold_network(tmp_path / "model.pt")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(tmp_path / "model.pt", weights_only=True)

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_bundle import TINY_TRAINING
+from tiny_bundle import TINY_TRAINING, phantom_dataset
 
 from pipeline import default_bundle_dir
-from pipeline.data.phantom import synthesize_dataset
-from pipeline.data.prepare import prepare_dataset
 from pipeline.distributed import MULTI_GPU_TRAIN_CONFIG, launch_command, with_multi_gpu_config, worker_argv
 
 BUNDLE = default_bundle_dir()
@@ -28,8 +26,7 @@ TINY = {**TINY_TRAINING, "batch_size": 2, "progress_bar": "False"}
 def trained(tmp_path_factory) -> dict[str, Path]:
     """One epoch on phantoms by two CPU workers: ``torch.distributed.run`` + ``monai.bundle run``."""
     root = tmp_path_factory.mktemp("distributed")
-    synthesize_dataset(root / "raw", patients=10, slices_per_patient=2, size=128, seed=5)
-    prepare_dataset(root / "raw", root / "dataset", seed=5)
+    phantom_dataset(root, seed=5)
     configs = ["configs/train.json", f"configs/{MULTI_GPU_TRAIN_CONFIG}", str(SAVE_FINAL_PARAMETERS)]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORKERS}"]
     command += ["-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]

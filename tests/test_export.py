@@ -17,13 +17,11 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 from PIL import Image
-from tiny_bundle import TINY_NETWORK, TINY_TRAINING
+from tiny_bundle import TINY_NETWORK, TINY_TRAINING, phantom_dataset
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.data.figshare import read_figshare_slice
-from pipeline.data.phantom import synthesize_dataset
-from pipeline.data.prepare import prepare_dataset
 from pipeline.export import BundleExportError, bundle_export, export_bundle, fetch_large_files
 from pipeline.networks import UNet2D
 from pipeline.workflow import run_bundle
@@ -54,8 +52,7 @@ def copy_bundle(destination: Path) -> Path:
 def trained(tmp_path_factory) -> dict[str, Path]:
     """One epoch of the bundle's training on phantoms, with the tiny network, into a temporary folder."""
     root = tmp_path_factory.mktemp("trained")
-    synthesize_dataset(root / "raw", patients=10, slices_per_patient=2, size=128, seed=5)
-    prepare_dataset(root / "raw", root / "dataset", seed=5)
+    phantom_dataset(root, seed=5)
     run_bundle(
         default_bundle_dir(),
         ["train.json"],

@@ -16,11 +16,11 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from monai.transforms import LoadImage
 from PIL import Image
+from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
 
 from pipeline.__main__ import main
 from pipeline.data.figshare import (
@@ -223,10 +223,8 @@ def test_prepare_refuses_a_nifti_claiming_a_huge_image_naming_the_file(tmp_path)
 def _threshold_checkpoint(ckpt_dir: Path) -> list[str]:
     """A 1x1-conv 'network' saved as ``model.pt`` and the infer arguments that use it."""
     ckpt_dir.mkdir()
-    network = torch.nn.Conv2d(1, 2, kernel_size=1)
-    torch.save(network.state_dict(), ckpt_dir / "model.pt")
-    definition = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
-    return ["--ckpt_dir", str(ckpt_dir), "--network_def", json.dumps(definition), "--image_size", "32"]
+    save_threshold_network(ckpt_dir / "model.pt")
+    return ["--ckpt_dir", str(ckpt_dir), "--network_def", json.dumps(THRESHOLD_NETWORK), "--image_size", "32"]
 
 
 def _write_inputs(folder: Path, tmp_path: Path) -> tuple[list[str], list[str]]:

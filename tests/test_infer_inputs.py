@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
-
-THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
 
 
 @pytest.fixture
@@ -22,11 +20,7 @@ def ckpt_dir(tmp_path: Path) -> Path:
     """A 1x1-conv network, saved without a model definition, that marks the bright half of a slice."""
     folder = tmp_path / "models"
     folder.mkdir()
-    network = torch.nn.Conv2d(1, 2, kernel_size=1)
-    with torch.no_grad():
-        network.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
-        network.bias.copy_(torch.tensor([0.5, -0.5]))
-    torch.save(network.state_dict(), folder / "model.pt")
+    save_threshold_network(folder / "model.pt")
     return folder
 
 

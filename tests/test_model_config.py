@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tiny_bundle import TINY_TRAINING
+from tiny_bundle import TINY_TRAINING, phantom_dataset
 
 from pipeline.__main__ import main
 from pipeline.checkpoints import MODEL_CONFIG_FILE
@@ -31,8 +31,7 @@ def _cli(settings: dict) -> list[str]:
 def trained(tmp_path_factory) -> dict[str, Path]:
     """One epoch through `python -m pipeline train` with a non-default network, size and scaling."""
     root = tmp_path_factory.mktemp("model_config")
-    synthesize_dataset(root / "raw", patients=8, slices_per_patient=2, size=128, seed=5)
-    prepare_dataset(root / "raw", root / "dataset", seed=5)
+    phantom_dataset(root, seed=5, patients=8)
     settings = {
         **{key: value for key, value in TINY_TRAINING.items() if key != "device"},
         **DEFINITION,

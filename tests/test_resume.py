@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_bundle import TINY_TRAINING
+from tiny_bundle import TINY_TRAINING, phantom_dataset
 
 from pipeline.__main__ import main
 from pipeline.checkpoints import load_checkpoint
-from pipeline.data.phantom import synthesize_dataset
-from pipeline.data.prepare import prepare_dataset
 
 EPOCHS = 3
 # Tiny net at 32 px; batches of 2 give the epoch enough iterations to be killed in its middle.
@@ -28,8 +26,7 @@ TINY.update(batch_size=2, cache_rate=0)
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume")
-    synthesize_dataset(root / "raw", patients=10, slices_per_patient=2, size=128, seed=5)
-    prepare_dataset(root / "raw", root / "dataset", seed=5)
+    phantom_dataset(root, seed=5)
     return root / "dataset"
 
 

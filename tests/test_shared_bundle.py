@@ -17,12 +17,10 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 from PIL import Image
-from tiny_bundle import TINY_NETWORK, TINY_TRAINING
+from tiny_bundle import TINY_NETWORK, TINY_TRAINING, phantom_dataset
 
 from pipeline import BUNDLE_NAME, DEFAULT_SCHEMA, default_bundle_dir
 from pipeline.data.figshare import read_figshare_slice
-from pipeline.data.phantom import synthesize_dataset
-from pipeline.data.prepare import prepare_dataset
 from pipeline.export import BundleExportError, export_bundle
 from pipeline.export.requirements import pinned_requirements
 from pipeline.export.wheel import build_wheel
@@ -61,8 +59,7 @@ def monai_bundle_run(python: Path, bundle: Path, config_files: list[str], **over
 def shared_zip(tmp_path_factory) -> dict[str, Path]:
     """One epoch of the tiny network on phantoms, exported from a copy of the bundle, and the zip unpacked."""
     root = tmp_path_factory.mktemp("shared_bundle")
-    synthesize_dataset(root / "raw", patients=10, slices_per_patient=2, size=128, seed=11)
-    prepare_dataset(root / "raw", root / "dataset", seed=11)
+    phantom_dataset(root, seed=11)
     run_bundle(
         default_bundle_dir(),
         ["train.json"],

@@ -8,8 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
 
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
@@ -17,7 +17,6 @@ from pipeline.data.phantom import make_phantom_slice
 from pipeline.volumes import SliceSegmenter
 from pipeline.volumes.clinical import slice_axis
 
-THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
 CPU = "$torch.device('cpu')"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # An acquisition plane as DICOM gives it (LPS): the directions of the displayed image's columns and rows.
@@ -41,11 +40,7 @@ def threshold_model(tmp_path: Path) -> dict:
     intensity range: a 'model' whose mask is known exactly, whatever the orientation."""
     folder = tmp_path / "models"
     folder.mkdir()
-    network = torch.nn.Conv2d(1, 2, kernel_size=1)
-    with torch.no_grad():
-        network.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
-        network.bias.copy_(torch.tensor([0.5, -0.5]))
-    torch.save(network.state_dict(), folder / "model.pt")
+    save_threshold_network(folder / "model.pt")
     return {"ckpt_dir": str(folder), "network_def": THRESHOLD_NETWORK, "image_size": 32}
 
 

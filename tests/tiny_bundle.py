@@ -11,3 +11,28 @@ TINY_TRAINING = {
     "progress_bar": False,
     "device": "$torch.device('cpu')",
 }
+
+# A 1x1 convolution whose tumour logit wins exactly where the normalised image exceeds 0.5: a "model" whose mask
+# is known in advance, whatever the input's size or orientation. Save it with ``save_threshold_network``.
+THRESHOLD_NETWORK = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 1}
+
+
+def save_threshold_network(path) -> None:
+    """Save the weights of ``THRESHOLD_NETWORK`` that make it mark the bright half of a slice at ``path``."""
+    import torch
+
+    network = torch.nn.Conv2d(1, 2, kernel_size=1)
+    with torch.no_grad():
+        network.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
+        network.bias.copy_(torch.tensor([0.5, -0.5]))
+    torch.save(network.state_dict(), path)
+
+
+def phantom_dataset(root, seed: int, patients: int = 10):
+    """Phantom figshare slices (2 per patient, 128 px) in ``root/raw``, prepared into ``root/dataset``; returns it."""
+    from pipeline.data.phantom import synthesize_dataset
+    from pipeline.data.prepare import prepare_dataset
+
+    synthesize_dataset(root / "raw", patients=patients, slices_per_patient=2, size=128, seed=seed)
+    prepare_dataset(root / "raw", root / "dataset", seed=seed)
+    return root / "dataset"
