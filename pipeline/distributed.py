@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeline.atomic import write_text_atomic
 
 MULTI_GPU_TRAIN_CONFIG = "multi_gpu_train.json"
@@ -25,6 +27,19 @@ MULTI_GPU_EVALUATE_CONFIG = "multi_gpu_evaluate.json"
 def world_size() -> int:
     """The number of processes of the current ``torch.distributed.run`` job, 1 outside one."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join_process_group(device: torch.device) -> torch.distributed.ProcessGroup:
+    """Join the default process group of this worker (NCCL for a CUDA ``device``, gloo otherwise) and return it.
+
+    ``multi_gpu_train.json`` passes it to ``DistributedDataParallel`` as its ``process_group``, so the group
+    exists before the network that needs it is built; ``multi_gpu_evaluate.json`` calls it from ``initialize``.
+    """
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.group.WORLD
 
 
 def with_multi_gpu_config(config_names: Sequence[str], multi_gpu_config: str = MULTI_GPU_TRAIN_CONFIG) -> list[str]:

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigParser
-
+from pipeline.bundle_configs import bundle_parser
 from pipeline.data.datalist import DATALIST_NAME
 from pipeline.user_errors import UserError
 
@@ -77,8 +76,5 @@ def bundle_config_values(
 
     Lets an entry point check the folders a workflow will write before it builds the workflow.
     """
-    bundle_dir = Path(bundle_dir).resolve()
-    parser = ConfigParser()
-    parser.read_config([str(bundle_dir / "configs" / name) for name in config_names])
-    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    parser = bundle_parser(bundle_dir, config_names, overrides)
     return {key: parser.get_parsed_content(key) for key in keys}

@@ -9,6 +9,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from pipeline.bundle_configs import bundle_config_files, merged_config
 from pipeline.checkpoints.model_config import (
     MODEL_CONFIG_FILE,
     check_overrides_agree,
@@ -16,23 +17,6 @@ from pipeline.checkpoints.model_config import (
     write_model_config,
 )
 from pipeline.overrides import check_overrides
-from pipeline.user_errors import UserError
-
-
-def merged_config(config_files: Sequence[str | os.PathLike]) -> dict[str, Any]:
-    """The raw content of ``config_files`` merged in order, as ``monai.bundle run`` merges a list of configs."""
-    parser = ConfigParser()
-    parser.read_config([str(path) for path in config_files])
-    return parser.get()
-
-
-def bundle_config_files(bundle_dir: str | os.PathLike, config_names: Sequence[str]) -> list[Path]:
-    """The paths of ``configs/<config_names>`` in ``bundle_dir``; ``UserError`` naming those that are missing."""
-    config_files = [Path(bundle_dir).resolve() / "configs" / name for name in config_names]
-    missing = [str(path) for path in config_files if not path.is_file()]
-    if missing:
-        raise UserError(f"bundle config not found: {', '.join(missing)}; is --bundle a bundle folder?")
-    return config_files
 
 
 def check_bundle_overrides(

@@ -34,7 +34,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bundle")
     phantom_dataset(root, seed=3)
     ckpt_dir, train_dir = root / "models", root / "training"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
+    configs = "['configs/common.json','configs/train.json']"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs]
     command += ["--dataset_dir", str(root / "dataset"), "--ckpt_dir", str(ckpt_dir), "--output_dir", str(train_dir)]
     for key, value in TINY_TRAINING.items():
         command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
@@ -82,7 +83,7 @@ def test_evaluation_writes_dice_and_hd95_per_slice_type_and_patient(trained, tmp
     assert len(per_slice) == 1 + len(datalist["test"])
     for figure in ("dice_by_tumor_type.png", "overlays_best_median_worst.png"):
         assert (tmp_path / figure).stat().st_size > 0
-    assert (tmp_path / "test_mean_dice_raw.csv").is_file()
+    assert (tmp_path / "val_mean_dice_raw.csv").is_file()
 
 
 def test_evaluation_averages_a_flipped_pass_by_default_and_scores_every_slice_without_it(trained, tmp_path):
@@ -165,7 +166,7 @@ def test_a_checkpoint_saved_on_a_gpu_loads_on_a_cpu_only_machine(tmp_path, monke
 @pytest.mark.parametrize(("config", "workflow_type"), [("train.json", "train"), ("inference.json", "infer")])
 def test_bundle_configs_define_every_property_monai_requires(config, workflow_type, trained, tmp_path):
     workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / config),
+        config_file=[str(CONFIGS / "common.json"), str(CONFIGS / config)],
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=str(CONFIGS / "logging.conf"),
         workflow_type=workflow_type,
@@ -185,7 +186,7 @@ def test_network_input_and_output_match_the_metadata():
     verify_net_in_out(
         net_id="network_def",
         meta_file=str(CONFIGS / "metadata.json"),
-        config_file=str(CONFIGS / "inference.json"),
+        config_file=[str(CONFIGS / "common.json"), str(CONFIGS / "inference.json")],
         device="cpu",
         **{"network_def#features": TINY_NETWORK["network_def#features"]},
     )

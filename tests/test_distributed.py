@@ -27,7 +27,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     """One epoch on phantoms by two CPU workers: ``torch.distributed.run`` + ``monai.bundle run``."""
     root = tmp_path_factory.mktemp("distributed")
     phantom_dataset(root, seed=5)
-    configs = ["configs/train.json", f"configs/{MULTI_GPU_TRAIN_CONFIG}", str(SAVE_FINAL_PARAMETERS)]
+    configs = ["configs/common.json", "configs/train.json", f"configs/{MULTI_GPU_TRAIN_CONFIG}"]
+    configs.append(str(SAVE_FINAL_PARAMETERS))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORKERS}"]
     command += ["-m", "monai.bundle", "run", "--config_file", json.dumps(configs)]
     command += ["--dataset_dir", str(root / "dataset"), "--ckpt_dir", str(root / "models")]

@@ -143,7 +143,7 @@ def test_zipped_configs_record_the_overrides_the_checkpoint_was_trained_with(exp
         config = json.loads((unpacked / "configs" / name).read_text())
         assert config["network_def"]["features"] == FEATURES and config["image_size"] == 32, name
     assert json.loads((unpacked / "configs" / "inference_torchscript.json").read_text())["image_size"] == 32
-    repo_config = json.loads((default_bundle_dir() / "configs" / "inference.json").read_text())
+    repo_config = json.loads((default_bundle_dir() / "configs" / "common.json").read_text())
     assert repo_config["network_def"]["features"] != FEATURES  # the user's bundle is left as it was
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,15 +12,13 @@ from monai.transforms import Compose
 from PIL import Image
 
 from pipeline import default_bundle_dir
+from pipeline.bundle_configs import bundle_parser
 
 CONFIGS = default_bundle_dir() / "configs"
 
 
 def _parser(*config_names: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / name) for name in config_names])
-    parser.update({"bundle_root": str(default_bundle_dir()), "device": "$torch.device('cpu')"})
-    return parser
+    return bundle_parser(default_bundle_dir(), config_names, {"device": "$torch.device('cpu')"})
 
 
 @pytest.fixture
@@ -51,15 +51,29 @@ def test_train_evaluate_and_inference_preprocess_a_file_to_the_same_tensor(slice
         assert torch.equal(torch.as_tensor(tensors[stage]), torch.as_tensor(tensors["train"])), stage
 
 
-def test_the_network_definition_is_the_same_in_training_and_inference():
-    assert _parser("train.json")["network_def"] == _parser("inference.json")["network_def"]
-    assert _parser("train.json")["intensity_percentiles"] == _parser("inference.json")["intensity_percentiles"]
+# Written once in configs/common.json; a stage config may override one only where it must differ.
+SHARED_FACTS = {
+    "device", "amp", "amp_dtype", "image_size", "intensity_percentiles", "network_def",
+    "slice_transforms", "flip_tta", "threshold", "keep_largest_component", "fill_holes", "mask_transforms",
+}  # fmt: skip
+NEEDED_OVERRIDES = {
+    "inference_torchscript.json": {"network_def"},  # the exported TorchScript model, not the Python class
+    "multi_gpu_train.json": {"device"},  # each worker's own GPU
+    "multi_gpu_evaluate.json": {"device"},
+    "train_cpu.json": {"image_size"},  # the recipe's training resolution
+}
 
 
-def test_every_stage_autocasts_with_the_training_dtype():
-    rule = _parser("train.json").get()["amp_dtype"]
+def test_facts_every_stage_shares_are_written_only_in_common_json():
+    for path in sorted(CONFIGS.glob("*.json")):
+        if path.name in ("common.json", "metadata.json"):
+            continue
+        redeclared = set(json.loads(path.read_text())) & SHARED_FACTS
+        assert redeclared <= NEEDED_OVERRIDES.get(path.name, set()), f"{path.name} re-declares {sorted(redeclared)}"
+
+
+def test_every_stage_autocasts_with_the_common_amp_rule():
     assert _parser("train.json")["train#trainer#amp_kwargs"] == {"dtype": "@amp_dtype"}
+    assert _parser("train.json")["validate#evaluator#amp_kwargs"] == {"dtype": "@amp_dtype"}
     for config in ("inference.json", "inference_torchscript.json"):
-        parser = _parser(config)
-        assert parser.get()["amp_dtype"] == rule, config
-        assert parser["evaluator#amp_kwargs"] == {"dtype": "@amp_dtype"}, config
+        assert _parser(config)["evaluator#amp_kwargs"] == {"dtype": "@amp_dtype"}, config

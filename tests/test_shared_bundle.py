@@ -101,7 +101,7 @@ def fresh_training(fresh_python, shared_zip, tmp_path_factory) -> dict[str, Path
     monai_bundle_run(
         fresh_python,
         shared_zip["bundle"],
-        ["train.json"],
+        ["common.json", "train.json"],
         dataset_dir=str(shared_zip["dataset"]),
         ckpt_dir=str(root / "models"),
         output_dir=str(root / "training"),
@@ -150,7 +150,7 @@ def test_evaluation_in_the_fresh_env_scores_every_test_slice(fresh_python, fresh
     monai_bundle_run(
         fresh_python,
         shared_zip["bundle"],
-        ["train.json", "evaluate.json"],
+        ["common.json", "train.json", "evaluate.json"],
         dataset_dir=str(shared_zip["dataset"]),
         ckpt_dir=str(fresh_training["ckpt_dir"]),
         output_dir=str(tmp_path),
@@ -178,7 +178,7 @@ def test_inference_in_the_fresh_env_writes_a_binary_mask_per_slice_at_its_size(
 ):
     shapes = write_slices(shared_zip["raw"], tmp_path / "inputs")
     # inference.json builds the network from the wheel with the weights trained in the fresh env; the TorchScript
-    # config runs the zip's models/model.ts.
+    # config runs the zip's models/model.ts. Each runs alone, without common.json, as MONAI Label reads it.
     ckpt_dir = fresh_training["ckpt_dir"] if config_name == "inference.json" else shared_zip["bundle"] / "models"
     monai_bundle_run(
         fresh_python,

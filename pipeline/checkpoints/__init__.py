@@ -16,6 +16,7 @@ from pipeline.checkpoints.resume import (
 )
 from pipeline.checkpoints.safe_loading import (
     CheckpointMismatchError,
+    LatestCheckpointLoader,
     MissingCheckpointError,
     SafeCheckpointLoader,
     UnsafeCheckpointError,
@@ -28,6 +29,7 @@ __all__ = [
     "LATEST_CHECKPOINT_PREFIX",
     "MODEL_CONFIG_FILE",
     "CheckpointMismatchError",
+    "LatestCheckpointLoader",
     "MissingCheckpointError",
     "ModelConfigMismatchError",
     "AtomicCheckpointSaver",

@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 
-from pipeline.checkpoints.resume import ResumeError
+from pipeline.checkpoints.resume import ResumeError, find_latest_checkpoint
 from pipeline.user_errors import UserError
 
 
@@ -102,3 +102,19 @@ class SafeCheckpointLoader(CheckpointLoader):
                     f"{self.load_path}: does not fit the configured network: {problem}; use the model_config.json "
                     "written beside it by training, or the network overrides it was trained with"
                 ) from error
+
+
+class LatestCheckpointLoader(SafeCheckpointLoader):
+    """``SafeCheckpointLoader`` of the newest ``latest_checkpoint_epoch=N.pt`` in ``ckpt_dir``, looked up when it runs.
+
+    Building it needs no checkpoint, so ``train.json`` declares it unconditionally and calls it only when
+    resuming (``"$@resume and @resume_loader(@train#trainer)"``). Other arguments are those of ``CheckpointLoader``.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, load_dict: dict, **kwargs: Any) -> None:
+        super().__init__(load_path=str(ckpt_dir), load_dict=load_dict, **kwargs)
+        self.ckpt_dir = ckpt_dir
+
+    def __call__(self, engine: Engine) -> None:
+        self.load_path = find_latest_checkpoint(self.ckpt_dir)
+        super().__call__(engine)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_path
+from pipeline.bundle_configs import bundle_parser
 from pipeline.checkpoints import MODEL_CONFIG_FILE
 from pipeline.export.checkpoint import check_fits, is_state_dict_file, load_state_dict
 from pipeline.export.checks import DEFAULT_SCHEMA, input_shape, read_metadata, schema_problems, version_problems
@@ -24,6 +24,7 @@ from pipeline.export.onnx_graph import export_onnx, missing_onnx_packages
 from pipeline.export.overrides import record_overrides, sync_metadata_shapes
 from pipeline.export.package import archive_name, write_checksum, write_zip
 from pipeline.export.requirements import write_requirements
+from pipeline.export.standalone import write_standalone_configs
 from pipeline.export.torchscript import TORCHSCRIPT_CONFIG, export_torchscript
 from pipeline.export.wheel import WHEEL_DIR, build_wheel
 
@@ -43,18 +44,18 @@ class ExportedBundle:
 
 
 def _stage(bundle_dir: Path, staged: Path, overrides: Mapping[str, Any]) -> dict:
-    """Copy the shipped files into ``staged``, record ``overrides`` in its configs, return its metadata."""
+    """Copy the shipped files into ``staged``, record ``overrides`` in its configs, make its stage configs stand
+    alone, and return its metadata."""
     for relative in shipped_sources(bundle_dir):
         (staged / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bundle_dir / relative, staged / relative)
     record_overrides(staged / "configs", overrides)
+    write_standalone_configs(staged)
     return sync_metadata_shapes(staged / "configs")
 
 
 def _configured_network(staged: Path) -> torch.nn.Module:
-    parser = ConfigParser()
-    parser.read_config(str(staged / "configs" / "inference.json"))
-    return parser.get_parsed_content("network_def")
+    return bundle_parser(staged, ["inference.json"]).get_parsed_content("network_def")
 
 
 def _release_identity(read: Mapping[str, bytes]) -> dict[str, bytes]:

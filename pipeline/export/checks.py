@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 from monai.apps.utils import check_hash
-from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+from monai.bundle import verify_metadata, verify_net_in_out
 
 from pipeline import DEFAULT_SCHEMA
+from pipeline.bundle_configs import bundle_config_files, bundle_parser
 from pipeline.export.checkpoint import check_fits, load_state_dict
 from pipeline.export.contents import REQUIRED_FILES
 from pipeline.export.errors import BundleExportError
@@ -80,7 +81,7 @@ def network_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str
         verify_net_in_out(
             net_id="network_def",
             meta_file=str(configs / "metadata.json"),
-            config_file=str(configs / "inference.json"),
+            config_file=[str(path) for path in bundle_config_files(bundle_dir, ["inference.json"])],
             device="cpu",
             **overrides,
         )
@@ -91,9 +92,7 @@ def network_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str
 
 def checkpoint_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
     """Load ``models/model.pt`` into ``network_def`` of ``configs/inference.json`` (with ``overrides``)."""
-    parser = ConfigParser()
-    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    parser = bundle_parser(bundle_dir, ["inference.json"], overrides)
     ckpt_file = bundle_dir / "models" / "model.pt"
     try:
         check_fits(parser.get_parsed_content("network_def"), load_state_dict(ckpt_file), ckpt_file)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from monai.bundle import onnx_export
 
+from pipeline.bundle_configs import bundle_config_files
 from pipeline.export.torchscript import TOLERANCE
 
 INPUT_NAME = "image"
@@ -38,7 +39,7 @@ def export_onnx(bundle_dir: Path, ckpt_file: Path, filepath: Path, input_shape: 
         filepath=str(filepath),
         ckpt_file=str(ckpt_file),
         meta_file=str(configs / "metadata.json"),
-        config_file=str(configs / "inference.json"),
+        config_file=[str(path) for path in bundle_config_files(bundle_dir, ["inference.json"])],
         input_shape=list(input_shape),
         use_trace=True,
         converter_kwargs={

@@ -10,6 +10,7 @@ from typing import Any
 from monai.bundle import ConfigParser
 
 from pipeline.atomic import write_text_atomic
+from pipeline.bundle_configs import bundle_parser
 from pipeline.export.errors import BundleExportError
 
 
@@ -37,9 +38,7 @@ def sync_metadata_shapes(configs_dir: Path, config_name: str = "inference.json")
     The network sees every slice at ``image_size`` x ``image_size``; MONAI's export and verification tools
     read that shape from the metadata, so the two must agree after ``image_size`` was overridden.
     """
-    parser = ConfigParser()
-    parser.read_config(str(configs_dir / config_name))
-    size = int(parser.get_parsed_content("image_size"))
+    size = int(bundle_parser(configs_dir.parent, [config_name]).get_parsed_content("image_size"))
     meta_file = configs_dir / "metadata.json"
     metadata = json.loads(meta_file.read_text(encoding="utf-8"))
     for section in ("inputs", "outputs"):

@@ -22,7 +22,7 @@ class SegmentationReportHandler:
 
     Args:
         output_dir: folder of the report.
-        dice_metric: name of the Dice metric in the evaluator (e.g. ``"test_mean_dice"``).
+        dice_metric: name of the Dice metric in the evaluator (e.g. ``"val_mean_dice"``).
         hd95_metric: name of the HD95 metric in the evaluator.
         overlay_size: longest side, in pixels, of the thumbnails kept for the overlay figure.
     """
@@ -30,8 +30,8 @@ class SegmentationReportHandler:
     def __init__(
         self,
         output_dir: str | os.PathLike,
-        dice_metric: str = "test_mean_dice",
-        hd95_metric: str = "test_hd95",
+        dice_metric: str = "val_mean_dice",
+        hd95_metric: str = "val_hd95",
         overlay_size: int = 256,
     ) -> None:
         self.output_dir = Path(output_dir)

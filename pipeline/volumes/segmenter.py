@@ -23,7 +23,8 @@ from monai.data import MetaTensor
 from monai.networks import eval_mode
 from monai.transforms import Compose
 
-from pipeline.workflow import bundle_config_files, check_bundle_overrides, trained_model_config
+from pipeline.bundle_configs import bundle_config_files
+from pipeline.workflow import check_bundle_overrides, trained_model_config
 
 # The axis codes that put every slice of a volume in the training slices' layout. The model was trained on
 # slices as MONAI reads PNG/MAT files: index [column, row] of the displayed image. In the radiological display
