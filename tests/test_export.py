@@ -17,7 +17,7 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 from PIL import Image
-from tiny_bundle import TINY_NETWORK, TINY_TRAINING, phantom_dataset
+from tiny_bundle import TINY_NETWORK, train_tiny
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
@@ -29,7 +29,6 @@ from pipeline.workflow import run_bundle
 FEATURES = TINY_NETWORK["network_def#features"]
 # The shapes the checkpoint is trained with; export must be told them exactly as training was.
 SHAPE_OVERRIDES = TINY_NETWORK
-TRAIN_OVERRIDES = TINY_TRAINING
 # Files a bundle folder collects while it is used, none of which may travel in the zip.
 LOCAL_CLUTTER = (
     "models/latest_checkpoint_epoch=1.pt",
@@ -52,16 +51,7 @@ def copy_bundle(destination: Path) -> Path:
 def trained(tmp_path_factory) -> dict[str, Path]:
     """One epoch of the bundle's training on phantoms, with the tiny network, into a temporary folder."""
     root = tmp_path_factory.mktemp("trained")
-    phantom_dataset(root, seed=5)
-    run_bundle(
-        default_bundle_dir(),
-        ["train.json"],
-        "train",
-        dataset_dir=str(root / "dataset"),
-        ckpt_dir=str(root / "models"),
-        output_dir=str(root / "training"),
-        **TRAIN_OVERRIDES,
-    )
+    train_tiny(root, seed=5)
     return {"root": root, "raw": root / "raw", "ckpt": root / "models" / "model.pt"}
 
 

@@ -17,14 +17,13 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 from PIL import Image
-from tiny_bundle import TINY_NETWORK, TINY_TRAINING, phantom_dataset
+from tiny_bundle import TINY_NETWORK, TINY_TRAINING, train_tiny
 
 from pipeline import BUNDLE_NAME, DEFAULT_SCHEMA, default_bundle_dir
 from pipeline.data.figshare import read_figshare_slice
 from pipeline.export import BundleExportError, export_bundle
 from pipeline.export.requirements import pinned_requirements
 from pipeline.export.wheel import build_wheel
-from pipeline.workflow import run_bundle
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # Export writes the tiny network's shapes into the zipped configs; the rest of the tiny run goes on the command line.
@@ -59,16 +58,7 @@ def monai_bundle_run(python: Path, bundle: Path, config_files: list[str], **over
 def shared_zip(tmp_path_factory) -> dict[str, Path]:
     """One epoch of the tiny network on phantoms, exported from a copy of the bundle, and the zip unpacked."""
     root = tmp_path_factory.mktemp("shared_bundle")
-    phantom_dataset(root, seed=11)
-    run_bundle(
-        default_bundle_dir(),
-        ["train.json"],
-        "train",
-        dataset_dir=str(root / "dataset"),
-        ckpt_dir=str(root / "models"),
-        output_dir=str(root / "training"),
-        **TINY_TRAINING,
-    )
+    train_tiny(root, seed=11)
     bundle = root / BUNDLE_NAME
     shutil.copytree(default_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "dist", "eval", "runs"))
     exported = export_bundle(bundle, root / "models" / "model.pt", TINY_NETWORK, dist_dir=root / "dist")

@@ -36,3 +36,23 @@ def phantom_dataset(root, seed: int, patients: int = 10):
     synthesize_dataset(root / "raw", patients=patients, slices_per_patient=2, size=128, seed=seed)
     prepare_dataset(root / "raw", root / "dataset", seed=seed)
     return root / "dataset"
+
+
+def train_tiny(root, seed: int) -> None:
+    """One epoch of the bundle's ``train.json`` with ``TINY_TRAINING`` on ``phantom_dataset(root, seed)``.
+
+    Writes ``root/models`` (``model.pt``, ``model_config.json``, the latest checkpoint) and ``root/training``.
+    """
+    from pipeline import default_bundle_dir
+    from pipeline.workflow import run_bundle
+
+    phantom_dataset(root, seed=seed)
+    run_bundle(
+        default_bundle_dir(),
+        ["train.json"],
+        "train",
+        dataset_dir=str(root / "dataset"),
+        ckpt_dir=str(root / "models"),
+        output_dir=str(root / "training"),
+        **TINY_TRAINING,
+    )
