@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
+from pipeline.networks import state_digest
 
 
 @pytest.fixture
@@ -140,9 +142,11 @@ def test_the_record_names_bundle_weights_settings_and_every_input(tmp_path, ckpt
     record = _record(out)
     metadata = json.loads((default_bundle_dir() / "configs" / "metadata.json").read_text())
     assert record["bundle"]["version"] == metadata["version"] and record["bundle"]["name"] == metadata["name"]
+    weights = torch.load(ckpt_dir / "model.pt", weights_only=True)
     assert record["weights"] == {
         "path": str(ckpt_dir / "model.pt"),
         "sha256": hashlib.sha256((ckpt_dir / "model.pt").read_bytes()).hexdigest(),
+        "models": [{"fold": None, "sha256": state_digest(weights.get("model", weights)), "used": True}],
     }
     settings = record["settings"]
     assert (settings["device"], settings["threshold"], settings["image_size"]) == ("cpu", 0.7, 32)

@@ -24,6 +24,7 @@ from pipeline.checkpoints.safe_loading import (
     weights_mismatch,
 )
 from pipeline.checkpoints.training_state import GradScalerState, RandomStates
+from pipeline.checkpoints.weights_identity import describe_weights
 
 __all__ = [
     "LATEST_CHECKPOINT_PREFIX",
@@ -34,6 +35,7 @@ __all__ = [
     "ModelConfigMismatchError",
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "describe_weights",
     "GradScalerState",
     "RandomStates",
     "ResumeError",

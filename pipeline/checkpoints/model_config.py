@@ -72,6 +72,11 @@ def check_overrides_agree(model_config: Mapping[str, Any], overrides: Mapping[st
     """Refuse an override of a defining key (``image_size``, ``network_def#features``...) that differs from
     what the model in ``source`` was trained with: the weights would not mean what the config says."""
     saved = ConfigParser(dict(model_config))
+    folds = overrides.get("folds")
+    if folds is not None and "folds" not in model_config.get("network_def", {}):
+        raise ModelConfigMismatchError(
+            f"--folds {' '.join(map(str, folds))}: the model in {source} is a single network, not a fold ensemble"
+        )
     for key, value in overrides.items():
         if key.split("#")[0] not in DEFINING_KEYS or key not in saved:
             continue

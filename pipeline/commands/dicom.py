@@ -9,7 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.overrides import (
+    add_bundle_arguments,
+    add_folds_argument,
+    device_override,
+    folds_override,
+    parse_overrides,
+)
 from pipeline.user_errors import UserError
 
 if TYPE_CHECKING:
@@ -53,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--no-store", action="store_true", help="don't store the SEGs back on the server")
     parser.add_argument("--nifti-copy", action="store_true", help="also write each series' mask as NIfTI")
     parser.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
+    add_folds_argument(parser)
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
     return parser
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
-    overrides = {**device_override(args.device), **parse_overrides(args.overrides)}
+    overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
     check_bundle_overrides(args.bundle, ["inference.json"], overrides)
     output = args.output.resolve()
     if not args.overwrite:

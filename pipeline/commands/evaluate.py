@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.overrides import (
+    add_bundle_arguments,
+    add_folds_argument,
+    device_override,
+    folds_override,
+    parse_overrides,
+)
 from pipeline.user_errors import UserError
 
 
@@ -20,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--dataset-dir", type=Path, required=True, help="folder holding datalist.json")
     parser.add_argument("--split", default="test", help="datalist list to evaluate (default: %(default)s)")
+    add_folds_argument(parser)
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
     return parser
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         "eval",
         dataset_dir=str(args.dataset_dir.resolve()),
         eval_split=args.split,
+        **folds_override(args.folds),
         **device_override(args.device),
         **parse_overrides(args.overrides),
     )

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.overrides import (
+    add_bundle_arguments,
+    add_folds_argument,
+    device_override,
+    folds_override,
+    parse_overrides,
+)
 from pipeline.user_errors import UserError, find_user_error
 
 if TYPE_CHECKING:
@@ -21,6 +27,8 @@ if TYPE_CHECKING:
 # The resolved config values an inference record keeps beside the command's own settings.
 RECORDED_VALUES = ("device", "threshold", "image_size")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# The names SaveImaged gives outputs in configs/inference.json (its output_postfix).
+MASK_POSTFIX, PROBABILITY_POSTFIX = "seg", "prob"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -59,6 +67,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--no-overlays", action="store_true", help="don't write overlay PNGs (one per 2D slice, a sheet per series)"
     )
     parser.add_argument("--no-postprocessing", action="store_true", help="keep all components, don't fill holes")
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write each 2D slice's tumour probability (averaged over the models and flips, rounded to float16 "
+        "precision; NIfTI has no float16 type, so stored as float32) as <name>_prob.nii.gz with the mask's geometry, "
+        "for `ensemble`",
+    )
+    add_folds_argument(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     start.add_argument(
@@ -84,6 +100,7 @@ class Inputs:
 
 def run(args: argparse.Namespace) -> int:
     """Segment the inputs and write the record; 1 when some inputs could not be used."""
+    from pipeline.checkpoints import describe_weights
     from pipeline.handlers import InputFailuresError
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
     from pipeline.reports.inference_record import FAILED, SKIPPED, InputOutcome, write_inference_record
@@ -101,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         "save_overlays": not args.no_overlays,
         "keep_largest_component": not args.no_postprocessing,
         "fill_holes": not args.no_postprocessing,
+        "save_probabilities": args.save_probabilities,
+        **folds_override(args.folds),
         **device_override(args.device),
         **user_overrides,
     }
@@ -155,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     record = write_inference_record(
         output,
         args.bundle.resolve(),
-        Path(values["ckpt_dir"]) / "model.pt",
+        describe_weights(Path(values["ckpt_dir"]) / "model.pt", settings.get("folds")),
         recorded,
         [*outcomes.values(), *unusable],
     )
@@ -234,6 +253,8 @@ def planned_outputs(source: Path, settings: dict) -> list[str]:
     from pipeline.transforms import overlay_path
 
     outputs = [_mask_basename(source, settings) + settings["output_ext"]]
+    if settings["save_probabilities"]:
+        outputs.append(_mask_basename(source, settings, PROBABILITY_POSTFIX) + ".nii.gz")
     if settings["save_overlays"]:
         outputs.append(str(overlay_path(source, Path(settings["output_dir"]) / "overlays", settings["data_root_dir"])))
     return outputs
@@ -244,11 +265,11 @@ def volume_output(source: Path, settings: dict) -> str:
     return _mask_basename(source, settings) + ".nii.gz"
 
 
-def _mask_basename(source: Path, settings: dict) -> str:
+def _mask_basename(source: Path, settings: dict, postfix: str = MASK_POSTFIX) -> str:
     from monai.data import create_file_basename
 
     output_dir, root = settings["output_dir"], settings["data_root_dir"]
-    return create_file_basename("seg", str(source), output_dir, root, separate_folder=False, makedirs=False)
+    return create_file_basename(postfix, str(source), output_dir, root, separate_folder=False, makedirs=False)
 
 
 def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, exclude: Path | None = None) -> Inputs:

@@ -17,7 +17,7 @@ from pathlib import Path
 from monai.apps.utils import HashCheckError, check_hash, download_url
 from monai.bundle import ConfigParser
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.export.errors import BundleExportError
 from pipeline.export.package import sha256_of
 
@@ -60,6 +60,18 @@ def write_large_files(bundle_dir: Path, relative_paths: Sequence[str], base_url:
     ]
     with atomic_path(bundle_dir / LARGE_FILES) as tmp:
         ConfigParser.export_config_file({"large_files": entries}, tmp, fmt="yaml", sort_keys=False)
+
+
+def refresh_large_file_hashes(bundle_dir: Path) -> None:
+    """Put the SHA-256 of each file of ``bundle_dir/large_files.yml`` as it is now in place of its old hash,
+    keeping the file's URLs and comments."""
+    path = bundle_dir / LARGE_FILES
+    text = path.read_text(encoding="utf-8")
+    for entry in read_large_files(bundle_dir):
+        if entry["hash_type"] != "sha256":
+            raise BundleExportError(f"{path}: {entry['path']} has a {entry['hash_type']} hash; expected sha256")
+        text = text.replace(entry["hash_val"], sha256_of(bundle_dir / entry["path"]))
+    write_text_atomic(path, text)
 
 
 def fetch_large_files(bundle_dir: Path) -> list[Path]:

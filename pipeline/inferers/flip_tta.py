@@ -8,12 +8,16 @@ from typing import Any
 import torch
 from monai.inferers import Inferer, SimpleInferer
 
+from pipeline.networks.ensemble import SMALLEST_PROBABILITY
+
 
 class FlipTTAInferer(Inferer):
-    """Average the network's output over the input and its flips along ``spatial_axes``.
+    """Average the network's softmax probabilities over the input and its flips along ``spatial_axes``.
 
-    Each flipped prediction is flipped back before averaging, so the result is aligned with the input.
-    Outputs are averaged as given (logits for the bundle's U-Net), then post-processing applies softmax.
+    Each flipped prediction is flipped back before averaging, so the result is aligned with the input. The
+    output is the log of the mean probability: logits whose softmax is that mean, so the post-processing that
+    takes one pass's logits takes it unchanged, and a fold ensemble (which outputs the log of its members' mean
+    probability) averaged over flips gives the mean probability of every member on every flip.
 
     Args:
         spatial_axes: spatial axes to flip, one extra forward pass each (0 is left-right for slices read by
@@ -27,9 +31,10 @@ class FlipTTAInferer(Inferer):
         self.inferer = inferer or SimpleInferer()
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
-        """Run ``network`` on ``inputs`` (N, C, H, W) and its flips; return the averaged output."""
-        total = self.inferer(inputs, network, *args, **kwargs)
+        """Run ``network`` on ``inputs`` (N, C, H, W) and its flips; return the log of the mean probability."""
+        total = torch.softmax(self.inferer(inputs, network, *args, **kwargs).float(), dim=1)
         for axis in self.spatial_axes:
             dims = (axis + 2,)
-            total = total + torch.flip(self.inferer(torch.flip(inputs, dims), network, *args, **kwargs), dims)
-        return total / (1 + len(self.spatial_axes))
+            flipped = self.inferer(torch.flip(inputs, dims), network, *args, **kwargs)
+            total = total + torch.flip(torch.softmax(flipped.float(), dim=1), dims)
+        return torch.log((total / (1 + len(self.spatial_axes))).clamp_min(SMALLEST_PROBABILITY))

@@ -40,6 +40,22 @@ def plot_learning_curve(rows: Sequence[Mapping[str, float]], path: str | os.Path
     _save(fig, path)
 
 
+def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike) -> None:
+    """One column per run (e.g. per cross-validation fold): training loss above, validation Dice below."""
+    fig, axes = plt.subplots(2, len(curves), figsize=(3.6 * len(curves), 5.6), squeeze=False, sharey="row")
+    for column, (name, rows) in enumerate(curves.items()):
+        axes[0, column].plot([row["epoch"] for row in rows], [row.get("train_loss", np.nan) for row in rows])
+        axes[0, column].set_title(f"{name}: training loss")
+        points = [(row["epoch"], row["val_mean_dice"]) for row in rows if np.isfinite(row.get("val_mean_dice", np.nan))]
+        if points:
+            axes[1, column].plot(*zip(*points), marker="o", color="tab:green")
+        axes[1, column].set_title(f"{name}: validation Dice")
+        axes[1, column].set_xlabel("epoch")
+    for axis in axes.flat:
+        axis.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def plot_dice_boxplot(dice_by_group: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str) -> None:
     """Draw one Dice box plot per group (tumour type), with the individual slices as dots."""
     names = list(dice_by_group)

@@ -1,6 +1,7 @@
 """``inference_record.json``: what an ``infer`` run did, for the pipelines and people that use its outputs.
 
-The record names the bundle and its version, the SHA-256 of the weights, the settings of the run, and every
+The record names the bundle and its version, the SHA-256 of the weights file and of every model in it (each
+fold model of an ensemble, and whether the run used it), the settings of the run, and every
 input with its outputs and status: ``written``, ``skipped`` (its outputs were already complete) or ``failed``
 (with the reason). It is written atomically beside the outputs, so a reader never sees half a record.
 """
@@ -18,7 +19,6 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.atomic import write_text_atomic
-from pipeline.export.package import sha256_of
 
 RECORD_NAME = "inference_record.json"
 WRITTEN, SKIPPED, FAILED = "written", "skipped", "failed"
@@ -45,21 +45,21 @@ class InputOutcome:
 def write_inference_record(
     output_dir: str | os.PathLike,
     bundle_dir: str | os.PathLike,
-    weights: str | os.PathLike,
+    weights: Mapping[str, Any],
     settings: Mapping[str, Any],
     outcomes: Sequence[InputOutcome],
 ) -> Path:
     """Write ``<output_dir>/inference_record.json`` atomically and return its path.
 
-    ``settings`` are the run's options and overrides as JSON values; ``weights`` is hashed as it is now.
+    ``settings`` are the run's options and overrides as JSON values; ``weights`` describes the weights file as
+    ``pipeline.checkpoints.describe_weights`` does.
     """
     metadata = json.loads((Path(bundle_dir) / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    weights = Path(weights)
     record = {
         "bundle": {"folder": str(bundle_dir), "name": metadata.get("name"), "version": metadata.get("version")},
         "pipeline_version": __version__,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "weights": {"path": str(weights), "sha256": sha256_of(weights) if weights.is_file() else None},
+        "weights": dict(weights),
         "settings": dict(settings),
         "counts": dict(Counter(outcome.status for outcome in outcomes)),
         "inputs": [asdict(outcome) for outcome in outcomes],

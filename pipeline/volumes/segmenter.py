@@ -43,8 +43,9 @@ class SliceSegmenter:
         inferer: the MONAI inferer that runs it on a batch of slices.
         slice_transforms: the per-slice preprocessing, for a dict whose ``image`` is one slice as MONAI reads
             a 2D file: (columns, rows), no channel.
-        mask_transforms: the per-slice post-processing, turning ``pred`` (the network's output for the slice)
-            into a binary mask of the slice's own size.
+        probability_transforms: the per-slice post-processing turning ``pred`` (the network's output for the
+            slice) into the tumour probability at the slice's own size.
+        mask_transforms: the per-slice post-processing turning that probability into a binary mask.
         device: where the network runs.
         amp_dtype: the CUDA autocast dtype the network runs under (the training's), or None for full precision.
         batch_size: slices per forward pass.
@@ -57,6 +58,7 @@ class SliceSegmenter:
         network: torch.nn.Module,
         inferer: Any,
         slice_transforms: Compose,
+        probability_transforms: Compose,
         mask_transforms: Compose,
         device: torch.device,
         amp_dtype: torch.dtype | None = None,
@@ -67,6 +69,7 @@ class SliceSegmenter:
         self.network = network
         self.inferer = inferer
         self.slice_transforms = slice_transforms
+        self.probability_transforms = probability_transforms
         self.mask_transforms = mask_transforms
         self.device = device
         self.amp_dtype = amp_dtype
@@ -98,6 +101,7 @@ class SliceSegmenter:
             network=parser.get_parsed_content("network"),
             inferer=parser.get_parsed_content("inferer"),
             slice_transforms=Compose(parser.get_parsed_content("slice_transforms")),
+            probability_transforms=Compose(parser.get_parsed_content("probability_transforms")),
             mask_transforms=Compose(parser.get_parsed_content("mask_transforms")),
             device=parser.get_parsed_content("device"),
             amp_dtype=parser.get_parsed_content("amp_dtype") if parser.get_parsed_content("amp") else None,
@@ -144,7 +148,8 @@ class SliceSegmenter:
         inputs = torch.stack([item["image"].as_tensor() for item in items]).to(self.device)
         with eval_mode(self.network), torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext():
             logits = self.inferer(inputs, self.network).float().cpu()
-        masks = [
-            self.mask_transforms({**item, "pred": MetaTensor(pred)})["pred"][0] for item, pred in zip(items, logits)
+        probabilities = [
+            self.probability_transforms({**item, "pred": MetaTensor(pred)})["pred"] for item, pred in zip(items, logits)
         ]
+        masks = [self.mask_transforms({"pred": probability})["pred"][0] for probability in probabilities]
         return np.stack([np.asarray(mask, dtype=np.uint8) for mask in masks])

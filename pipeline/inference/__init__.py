@@ -1,0 +1,1 @@
+"""Inference beyond one run: masks from saved probabilities."""

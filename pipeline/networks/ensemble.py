@@ -1,0 +1,66 @@
+"""Several trained copies of one network as one module that averages their probabilities (a fold ensemble)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from pipeline.user_errors import UserError
+
+# Probabilities are clamped to this before the log, so a certain pixel gives a finite logit.
+SMALLEST_PROBABILITY = 1e-30
+
+
+class ProbabilityEnsemble(nn.Module):
+    """Copies of ``member`` whose softmax probabilities are averaged; the output is the log of that average.
+
+    The log of a probability map is a valid logit map (its softmax gives the map back), so the ensemble is a
+    drop-in replacement for one network: every inferer, post-processing step and export that takes the single
+    network's logits takes the ensemble's output unchanged. With one member the output is the member's
+    log-softmax, which thresholds exactly as its logits do.
+
+    Args:
+        member: the network every member copies (its weights are replaced when the ensemble's are loaded).
+        folds: one label per member: the cross-validation fold each was validated on (and trained without).
+        use_folds: the folds whose members run, e.g. one for speed; None (the default) runs them all. Which
+            members run is not part of the weights: every checkpoint of the ensemble loads whatever runs.
+
+    Raises ``UserError`` when ``use_folds`` names a fold the ensemble does not hold.
+    """
+
+    def __init__(self, member: nn.Module, folds: Sequence[int], use_folds: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if not folds:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(copy.deepcopy(member) for _ in folds)
+        self.folds: list[int] = [int(fold) for fold in folds]
+        unknown = sorted(set(use_folds or ()) - set(self.folds))
+        if unknown or (use_folds is not None and not use_folds):
+            raise UserError(
+                f"folds {unknown or '[]'}: the ensemble holds folds {', '.join(map(str, self.folds))}; "
+                "choose among them"
+            )
+        self.active: list[int] = [i for i, fold in enumerate(self.folds) if use_folds is None or fold in use_folds]
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) logits-like output: the log of the active members' mean softmax probability."""
+        total = torch.zeros(1, device=inputs.device)
+        for index, member in enumerate(self.members):
+            if index in self.active:
+                total = total + torch.softmax(member(inputs).float(), dim=1)
+        return torch.log((total / len(self.active)).clamp_min(SMALLEST_PROBABILITY))
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and values, independent of how the file holding it was
+    written: one fold model has the same digest alone in its run folder and as a member of the shipped ensemble."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Training beyond one run: cross-validation over the dataset's folds."""
