@@ -1,0 +1,144 @@
+"""Fold ensembles: probabilities averaged over models and flips, selected by fold, recorded, saved and re-averaged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_bundle import THRESHOLD_NETWORK
+
+from pipeline.__main__ import main
+from pipeline.checkpoints import MODEL_CONFIG_FILE
+from pipeline.export.fold_ensemble import assemble_fold_ensemble
+from pipeline.inferers import FlipTTAInferer
+from pipeline.networks import ProbabilityEnsemble, state_digest
+from pipeline.user_errors import UserError
+
+DEFINITION = {"network_def": THRESHOLD_NETWORK, "image_size": 32, "intensity_percentiles": [0.5, 99.5]}
+
+
+def _fold_model(folder: Path, bias: float) -> Path:
+    """A 1x1-conv fold model marking pixels of the normalised image brighter than ``0.5 + bias``, and its definition."""
+    folder.mkdir(parents=True)
+    network = torch.nn.Conv2d(1, 2, kernel_size=1)
+    with torch.no_grad():
+        network.weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1))
+        network.bias.copy_(torch.tensor([0.5 + bias, -0.5 - bias]))
+    torch.save({"model": network.state_dict()}, folder / "model.pt")
+    (folder / MODEL_CONFIG_FILE).write_text(json.dumps(DEFINITION))
+    return folder
+
+
+@pytest.fixture
+def folds(tmp_path) -> dict[int, Path]:
+    """Two fold models whose masks differ, and their ensemble in ``tmp_path/ensemble``."""
+    models = {1: _fold_model(tmp_path / "fold_1", -0.3), 2: _fold_model(tmp_path / "fold_2", 0.3)}
+    assemble_fold_ensemble(models, tmp_path / "ensemble")
+    return models
+
+
+def _gradient_png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.tile(np.linspace(0, 255, 48), (40, 1)).astype(np.uint8)).save(path)
+    return path
+
+
+def _infer(source: Path, output: Path, ckpt_dir: Path, *options: str) -> int:
+    arguments = ["infer", "--input", str(source), "--output", str(output), "--device", "cpu", "--no-overlays"]
+    return main([*arguments, "--ckpt_dir", str(ckpt_dir), "--num_workers", "0", *options])
+
+
+def _mask(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_the_ensemble_outputs_the_log_of_its_members_mean_probability():
+    member = torch.nn.Conv2d(1, 2, kernel_size=1)
+    ensemble = ProbabilityEnsemble(member, folds=[1, 2, 3])
+    for index, layer in enumerate(ensemble.members):
+        torch.nn.init.constant_(layer.weight, index - 1.0)
+    inputs = torch.randn(2, 1, 8, 8)
+    expected = torch.stack([torch.softmax(layer(inputs), dim=1) for layer in ensemble.members]).mean(0)
+    assert torch.allclose(torch.softmax(ensemble(inputs), dim=1), expected, atol=1e-6)
+    only_second = ProbabilityEnsemble(member, folds=[1, 2, 3], use_folds=[2])
+    only_second.load_state_dict(ensemble.state_dict())
+    assert torch.allclose(only_second(inputs), torch.log_softmax(ensemble.members[1](inputs), dim=1), atol=1e-5)
+    with pytest.raises(UserError, match="holds folds 1, 2, 3"):
+        ProbabilityEnsemble(member, folds=[1, 2, 3], use_folds=[4])
+
+
+def test_flip_tta_averages_probabilities_not_logits():
+    network = torch.nn.Conv2d(1, 2, kernel_size=1)
+    inputs = torch.randn(1, 1, 6, 6) * 5
+    flipped = torch.flip(network(torch.flip(inputs, (2,))), (2,))
+    expected = (torch.softmax(network(inputs), dim=1) + torch.softmax(flipped, dim=1)) / 2
+    output = FlipTTAInferer(spatial_axes=[0])(inputs, network)
+    assert torch.allclose(torch.softmax(output, dim=1), expected, atol=1e-6)
+
+
+def test_infer_runs_every_fold_by_default_and_one_with_folds(tmp_path, folds):
+    source = _gradient_png(tmp_path / "in" / "1.png")
+    for name, options in {"all": [], "fold1": ["--folds", "1"], "fold2": ["--folds", "2"]}.items():
+        assert _infer(source, tmp_path / name, tmp_path / "ensemble", *options) == 0
+    assert _infer(source, tmp_path / "single1", folds[1]) == 0
+    tumour = {name: int(_mask(tmp_path / name / "1_seg.nii.gz").sum()) for name in ("all", "fold1", "fold2")}
+    assert tumour["fold1"] > tumour["all"] > tumour["fold2"] > 0
+    assert np.array_equal(_mask(tmp_path / "fold1" / "1_seg.nii.gz"), _mask(tmp_path / "single1" / "1_seg.nii.gz"))
+    record = json.loads((tmp_path / "fold2" / "inference_record.json").read_text())
+    digests = [state_digest(torch.load(folds[k] / "model.pt", weights_only=True)["model"]) for k in (1, 2)]
+    assert record["weights"]["models"] == [
+        {"fold": 1, "sha256": digests[0], "used": False},
+        {"fold": 2, "sha256": digests[1], "used": True},
+    ]
+    assert _infer(source, tmp_path / "fold3", tmp_path / "ensemble", "--folds", "3") == 1
+
+
+def test_saved_probabilities_make_the_same_masks_through_ensemble(tmp_path, folds):
+    for index in range(3):
+        _gradient_png(tmp_path / "in" / f"{index}.png")
+    assert _infer(tmp_path / "in", tmp_path / "a", tmp_path / "ensemble", "--save-probabilities") == 0
+    assert main(["ensemble", "--inputs", str(tmp_path / "a"), "--output", str(tmp_path / "again")]) == 0
+    for index in range(3):
+        saved, again = tmp_path / "a" / f"{index}_seg.nii.gz", tmp_path / "again" / f"{index}_seg.nii.gz"
+        assert np.array_equal(_mask(saved), _mask(again))
+        assert np.allclose(nib.load(saved).affine, nib.load(again).affine)
+    probability = nib.load(tmp_path / "a" / "0_prob.nii.gz")
+    assert probability.shape == nib.load(tmp_path / "a" / "0_seg.nii.gz").shape
+    values = np.asarray(probability.dataobj)
+    assert 0.0 <= values.min() < 0.5 < values.max() <= 1.0
+
+
+def test_two_single_fold_runs_ensemble_like_the_fold_ensemble(tmp_path, folds):
+    source = _gradient_png(tmp_path / "in" / "1.png")
+    for fold in (1, 2):
+        assert _infer(source, tmp_path / f"p{fold}", folds[fold], "--save-probabilities") == 0
+    assert _infer(source, tmp_path / "both", tmp_path / "ensemble") == 0
+    assert (
+        main(["ensemble", "--inputs", str(tmp_path / "p1"), str(tmp_path / "p2"), "--output", str(tmp_path / "e")]) == 0
+    )
+    agreement = np.mean(_mask(tmp_path / "e" / "1_seg.nii.gz") == _mask(tmp_path / "both" / "1_seg.nii.gz"))
+    assert agreement > 0.99
+
+
+def test_ensemble_refuses_folders_that_hold_different_slices(tmp_path, folds, capsys):
+    _gradient_png(tmp_path / "in" / "1.png")
+    assert _infer(tmp_path / "in", tmp_path / "a", folds[1], "--save-probabilities") == 0
+    _gradient_png(tmp_path / "in" / "2.png")
+    assert _infer(tmp_path / "in", tmp_path / "b", folds[1], "--save-probabilities") == 0
+    assert (
+        main(["ensemble", "--inputs", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "e")]) == 1
+    )
+    assert f"{tmp_path / 'a'}: lacks 2_prob.nii.gz" in capsys.readouterr().err
+
+
+def test_fold_models_of_other_recipes_are_not_joined(tmp_path):
+    first = _fold_model(tmp_path / "fold_1", 0.0)
+    second = _fold_model(tmp_path / "fold_2", 0.0)
+    (second / MODEL_CONFIG_FILE).write_text(json.dumps({**DEFINITION, "image_size": 64}))
+    with pytest.raises(UserError, match="differs from fold 1's definition"):
+        assemble_fold_ensemble({1: first, 2: second}, tmp_path / "ensemble")
