@@ -51,7 +51,7 @@ def test_crossval_scores_every_slice_with_the_model_that_never_saw_its_patient(t
     assert final.stat().st_mtime_ns == written  # a finished fold is neither trained nor extracted again
     shipped = json.loads((bundle / "models" / "model_config.json").read_text())
     assert shipped["network_def"]["folds"] == [1, 2]
-    state = torch.load(bundle / "models" / "model.pt", weights_only=True)["model"]
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert {name.split(".")[1] for name in state} == {"0", "1"}
     assert sha256_of(bundle / "models" / "model.pt") in (bundle / "large_files.yml").read_text()
 

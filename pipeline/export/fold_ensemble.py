@@ -58,7 +58,7 @@ def assemble_fold_ensemble(
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(target_dir / MODEL_FILE) as tmp:
-        torch.save({"model": state}, tmp)
+        torch.save(state, tmp)
     definition = {
         **first,
         "network_def": {
