@@ -37,14 +37,15 @@ class ProbabilityEnsemble(nn.Module):
         if not folds:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(copy.deepcopy(member) for _ in folds)
-        self.folds: list[int] = [int(fold) for fold in folds]
+        self.folds = [int(fold) for fold in folds]
         unknown = sorted(set(use_folds or ()) - set(self.folds))
         if unknown or (use_folds is not None and not use_folds):
             raise UserError(
                 f"folds {unknown or '[]'}: the ensemble holds folds {', '.join(map(str, self.folds))}; "
                 "choose among them"
             )
-        self.active: list[int] = [i for i, fold in enumerate(self.folds) if use_folds is None or fold in use_folds]
+        self.smallest_probability = SMALLEST_PROBABILITY
+        self.active = [i for i, fold in enumerate(self.folds) if use_folds is None or fold in use_folds]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) logits-like output: the log of the active members' mean softmax probability."""
@@ -52,7 +53,7 @@ class ProbabilityEnsemble(nn.Module):
         for index, member in enumerate(self.members):
             if index in self.active:
                 total = total + torch.softmax(member(inputs).float(), dim=1)
-        return torch.log((total / len(self.active)).clamp_min(SMALLEST_PROBABILITY))
+        return torch.log((total / len(self.active)).clamp_min(self.smallest_probability))
 
 
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:
