@@ -6,7 +6,6 @@ import argparse
 import importlib
 import json
 import sys
-import warnings
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.user_errors import find_user_error
@@ -65,9 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    # MONAI's LoadImage builds every reader it knows; with pydicom installed that includes one that warns, in every
-    # process, that NVIDIA's optional GPU decoder is absent. pydicom's own decoders are the ones used here.
-    warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
     try:
         return int(args.run(args) or 0)
     except Exception as error:

@@ -110,6 +110,8 @@ def expected_type(current: Any, value: Any) -> str | None:
         return None  # a component given from Python (a loss, a network), not a command-line value
     if any(isinstance(item, str) and item.startswith(CONFIG_SIGILS) for item in (current, value)):
         return None
+    if isinstance(current, dict) and "_target_" in current:
+        return None  # a component: what it builds (a datalist, a transform) may be given as a plain value
     for kind, accepted, name in EXPECTED_TYPES:
         if isinstance(current, kind):
             fits = isinstance(value, accepted) and (kind is bool or not isinstance(value, bool))

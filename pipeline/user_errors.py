@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from types import TracebackType
+
 
 class UserError(Exception):
     """A fault the user can fix: a missing file, a bad option, an unusable input.
@@ -30,3 +33,22 @@ def find_user_error(error: BaseException) -> UserError | None:
         else:
             current = None if current.__suppress_context__ else current.__context__
     return None
+
+
+def report_user_errors_briefly() -> None:
+    """Make an uncaught ``UserError`` end the program with one ``error: <message>`` line on stderr.
+
+    ``python -m pipeline`` prints its errors so itself; this is for ``python -m monai.bundle run`` with the bundle's
+    configs, where MONAI wraps the error of a config item in its own, and Python would print both tracebacks and
+    the item's whole config before the message. Any other uncaught exception keeps its traceback.
+    """
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+        user_error = find_user_error(error)
+        if user_error is None:
+            previous(kind, error, traceback)
+        else:
+            print(f"error: {user_error}", file=sys.stderr)
+
+    sys.excepthook = hook

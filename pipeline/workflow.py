@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from pipeline.bundle_configs import bundle_config_files, merged_config
+from pipeline.checkpoints import require_checkpoint
 from pipeline.checkpoints.model_config import (
     MODEL_CONFIG_FILE,
     check_overrides_agree,
@@ -17,6 +19,13 @@ from pipeline.checkpoints.model_config import (
     write_model_config,
 )
 from pipeline.overrides import check_overrides
+
+# MONAI warns when the config files are not all in one folder, as a stage's are with the trained model's
+# model_config.json merged in from the checkpoint folder; meta_file and logging_file are always given here, so the
+# folder it would fall back to is never used.
+logging.getLogger("monai.bundle.workflows").addFilter(
+    lambda record: not record.getMessage().startswith("Not all config files are in")
+)
 
 
 def check_bundle_overrides(
@@ -38,7 +47,8 @@ def run_bundle(
     a list of config files. A training run writes the trained model's definition to
     ``<ckpt_dir>/model_config.json``; every other stage merges that file last, so it rebuilds the network and
     the preprocessing the weights were trained with. Returns the finished workflow so callers can read its
-    results. Raises ``UserError`` for an override that fits no key of the configs.
+    results. Raises ``UserError`` for an override that fits no key of the configs, and for a stage other than
+    training whose weights (``checkpoint_loader``'s file) are missing, before any of its work.
     """
     bundle_dir = Path(bundle_dir).resolve()
     configs = bundle_dir / "configs"
@@ -55,8 +65,12 @@ def run_bundle(
         **overrides,
     )
     workflow.initialize()
-    if workflow_type == "train" and int(os.environ.get("RANK", "0")) == 0:
-        write_model_config(workflow.parser, workflow.parser.get_parsed_content("ckpt_dir"))
+    if workflow_type == "train":
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_model_config(workflow.parser, workflow.parser.get_parsed_content("ckpt_dir"))
+    elif "checkpoint_loader" in workflow.parser:
+        # Before the engine runs: refused inside it, ignite and MONAI's StatsHandler would each log it once more.
+        require_checkpoint(workflow.parser.get_parsed_content("checkpoint_loader#load_path"))
     workflow.run()
     workflow.finalize()
     return workflow

@@ -41,7 +41,13 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"root": root, "dataset": root / "dataset", "ckpt_dir": ckpt_dir, "train_dir": train_dir}
+    return {
+        "root": root,
+        "dataset": root / "dataset",
+        "ckpt_dir": ckpt_dir,
+        "train_dir": train_dir,
+        "log": result.stdout + result.stderr,
+    }
 
 
 def test_one_epoch_of_training_writes_best_and_resumable_checkpoints(trained):
@@ -54,6 +60,13 @@ def test_one_epoch_of_training_writes_best_and_resumable_checkpoints(trained):
     curve = (trained["train_dir"] / "learning_curve.csv").read_text().splitlines()
     assert curve[0].startswith("epoch,train_loss") and "val_mean_dice" in curve[0] and len(curve) == 2
     assert (trained["train_dir"] / "learning_curve.png").stat().st_size > 0
+
+
+def test_training_prints_one_summary_line_per_epoch_and_none_of_the_known_noise(trained):
+    summaries = [line for line in trained["log"].splitlines() if " - pipeline.training - INFO - epoch " in line]
+    assert len(summaries) == 1 and "epoch 1/1: loss " in summaries[0] and "val_mean_dice" in summaries[0]
+    for noise in ("train_loss", "nvImageCodec", "Epoch[1] Complete", "always_return_as_numpy"):
+        assert noise not in trained["log"], noise
 
 
 def evaluate(trained: dict, output_dir: Path, **overrides) -> ConfigWorkflow:

@@ -98,7 +98,7 @@ def test_missing_weights_say_how_to_get_them(tmp_path, capsys):
 
 def test_the_cpu_recipe_trains_on_crops_and_saves_the_whole_slice_definition(tmp_path):
     """`train --recipe cpu` merges train_cpu.json over train.json: crops for training, whole slices after."""
-    synthesize_dataset(tmp_path / "raw", patients=6, slices_per_patient=2, size=128, seed=7)
+    synthesize_dataset(tmp_path / "raw", patients=7, slices_per_patient=2, size=128, seed=7)
     prepare_dataset(tmp_path / "raw", tmp_path / "dataset", seed=7)
     settings = {
         "epochs": 1,

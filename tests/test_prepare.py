@@ -25,6 +25,10 @@ from pipeline.data.split import SET_NAMES
 DATALIST = "datalist.json"
 
 
+# A handful of slices is too few patients for a validation and a test set; tests of reading ask for neither.
+ALL_TRAINING = ("--fractions", 1, 0, 0)
+
+
 def run_prepare(*argv) -> int:
     return main(["prepare", *map(str, argv)])
 
@@ -201,14 +205,14 @@ def test_figshare_zips_are_extracted_and_prepared(phantom_mats, tmp_path):
 
 def test_png_pairs_with_meta_split_by_patient_and_keep_pid_strings(tmp_path):
     src = tmp_path / "pngs"
-    write_png_pairs(src, range(1, 13))
-    rows = [(index, 1 + index % 3, f"{index % 6:03d}", 1) for index in range(1, 13)]
+    write_png_pairs(src, range(1, 15))
+    rows = [(index, 1 + index % 7 % 3, f"{index % 7:03d}", 1) for index in range(1, 15)]
     meta = write_meta(tmp_path / "meta.csv", rows)
     out = tmp_path / "dataset"
     assert run_prepare("--src", src, "--meta", meta, "--out", out) == 0
     datalist = load_datalist(out)
     assert_patients_apart(datalist)
-    assert {entry["pid"] for entry in entries(datalist)} == {f"{n:03d}" for n in range(6)}
+    assert {entry["pid"] for entry in entries(datalist)} == {f"{n:03d}" for n in range(7)}
     assert datalist["split"]["patients_known"] is True
 
 
@@ -231,7 +235,7 @@ def test_png_pairs_without_meta_warn_loudly_about_a_slice_wise_split(tmp_path, c
 def test_masks_with_values_0_1_and_0_255_are_both_binary(tmp_path, mask_max):
     src = tmp_path / "pngs"
     write_png_pairs(src, range(1, 5), mask_max=mask_max)
-    assert run_prepare("--src", src, "--out", tmp_path / "dataset") == 0
+    assert run_prepare("--src", src, "--out", tmp_path / "dataset", *ALL_TRAINING) == 0
 
 
 def test_nifti_pairs_take_tumour_type_and_patient_from_meta(tmp_path):
@@ -289,7 +293,7 @@ def test_nifti_conversion_loads_like_the_mat_and_png_readers(tmp_path):
     }
     for name, (src, source_files, image_reader, mask_reader) in sources.items():
         out = tmp_path / f"{name}-dataset"
-        assert run_prepare("--src", src, "--out", out, "--to-nifti") == 0
+        assert run_prepare("--src", src, "--out", out, "--to-nifti", *ALL_TRAINING) == 0
         datalist = load_datalist(out)
         assert datalist["split"]["nifti"] is True
         for entry in entries(datalist):
@@ -512,7 +516,7 @@ def test_binarize_thresholds_a_grey_mask_into_a_new_file_and_leaves_the_original
     original = (src / "masks" / "2.jpg").read_bytes()
     out = tmp_path / "dataset"
     assert run_prepare("--src", src, "--out", out) == 1
-    assert run_prepare("--src", src, "--out", out, "--binarize") == 0
+    assert run_prepare("--src", src, "--out", out, "--binarize", *ALL_TRAINING) == 0
     assert (src / "masks" / "2.jpg").read_bytes() == original
     assert any("not binary" in record.getMessage() for record in caplog.records)
     entry = next(entry for entry in entries(load_datalist(out)) if entry["slice_id"] == "2")
@@ -521,6 +525,37 @@ def test_binarize_thresholds_a_grey_mask_into_a_new_file_and_leaves_the_original
     assert set(np.unique(binarized).tolist()) == {0, 255}
     assert np.array_equal(binarized > 0, grey > 0)
     assert load_datalist(out)["split"]["binarized_masks"] == 1
+
+
+def test_too_few_patients_for_the_fractions_are_refused_naming_the_empty_sets_and_the_minimum(
+    phantom_mats, tmp_path, capsys
+):
+    src = copy_mats(phantom_mats, tmp_path / "three", count=6)  # two slices per patient: 3 patients
+    out = tmp_path / "dataset"
+    assert run_prepare("--src", src, "--out", out) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: 3 patients are too few for the fractions [0.8, 0.1, 0.1]: the validation and test sets would be "
+        "empty; at least 7 patients are needed (or give a set you do not want a fraction of 0 with --fractions)"
+    ]
+    assert not (out / DATALIST).exists()
+    assert run_prepare("--src", src, "--out", out, "--fractions", 0.5, 0.5, 0) == 0
+    datalist = load_datalist(out)
+    assert datalist["validation"] and not datalist["test"]
+
+
+def test_a_validation_fold_alone_leaves_the_test_set_empty_as_asked(phantom_mats, tmp_path):
+    out = tmp_path / "dataset"
+    assert run_prepare("--src", phantom_mats, "--out", out, "--val-fold", 2) == 0
+    datalist = load_datalist(out)
+    assert datalist["training"] and datalist["validation"] and datalist["test"] == []
+
+
+def test_a_named_fold_without_slices_is_refused(phantom_mats, tmp_path, capsys):
+    out = tmp_path / "dataset"
+    assert run_prepare("--src", phantom_mats, "--out", out, "--val-fold", 1, "--test-fold", 6) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "test fold 6 holds no slices (folds present: [1, 2, 3, 4, 5])" in line
+    assert not (out / DATALIST).exists()
 
 
 def test_fold_options_without_a_fold_source_or_a_fold_choice_are_refused(tmp_path, capsys):

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,16 @@ def _curve(run_dir: Path) -> list[dict[str, str]]:
 
 
 def _run_until_first_checkpoint_then_kill(command: list[str], ckpt_dir: Path) -> list[str]:
-    """Start training, read its log until epoch 1 has completed (its checkpoint written), then SIGKILL it."""
+    """Start training, read its log until epoch 1 has completed and its checkpoint is written, then SIGKILL it."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_environment())
     seen: list[str] = []
     try:
         for line in process.stdout:
             seen.append(line)
-            # ignite logs an epoch's completion after every EPOCH_COMPLETED handler, the checkpoint saver included.
-            if "SupervisedTrainer" in line and "Epoch[1] Complete" in line:
+            # The epoch's summary line comes just before the latest checkpoint is saved (written atomically).
+            if f"epoch 1/{EPOCHS}: loss" in line:
+                while not (ckpt_dir / "latest_checkpoint_epoch=1.pt").is_file() and process.poll() is None:
+                    time.sleep(0.01)
                 process.send_signal(signal.SIGKILL)
                 break
     finally:
@@ -76,8 +79,8 @@ def test_a_training_killed_mid_epoch_resumes_and_finishes_with_a_continuous_curv
         _train_command(dataset, run_dir, "--resume"), capture_output=True, text=True, env=_environment(), timeout=600
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Epoch[1] Complete" not in resumed.stdout  # epoch 1 was not trained again
-    assert f"Epoch[{EPOCHS}] Complete" in resumed.stdout
+    assert f"epoch 1/{EPOCHS}: loss" not in resumed.stdout  # epoch 1 was not trained again
+    assert f"epoch {EPOCHS}/{EPOCHS}: loss" in resumed.stdout
 
     curve = _curve(run_dir)
     assert [int(row["epoch"]) for row in curve] == list(range(1, EPOCHS + 1))

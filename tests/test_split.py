@@ -1,5 +1,6 @@
 """Patient-wise splits: fractions stratified by tumour type, and the dataset author's folds."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 
 from pipeline.data.errors import DatasetError
 from pipeline.data.sources import SliceRecord
-from pipeline.data.split import SET_NAMES, check_fractions, split_by_folds, split_by_patient
+from pipeline.data.split import SET_NAMES, check_enough_patients, check_fractions, split_by_folds, split_by_patient
 
 
 def make_records(patients: list[tuple[str, int, int]]) -> list[SliceRecord]:
@@ -127,3 +128,15 @@ def test_fold_split_names_slices_without_a_fold():
 def test_fractions_must_be_three_shares_summing_to_one(fractions):
     with pytest.raises(ValueError, match="fractions"):
         check_fractions(fractions)
+
+
+@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.7, 0.2, 0.1), (0.6, 0.4, 0.0), (0.98, 0.01, 0.01)])
+def test_the_patients_a_refusal_asks_for_are_the_fewest_that_fill_every_set_asked_for(fractions):
+    with pytest.raises(DatasetError, match="would be empty") as refusal:
+        check_enough_patients(1, fractions)
+    needed = int(re.search(r"at least (\d+) patients", str(refusal.value))[1])
+    with pytest.raises(DatasetError, match="would be empty"):
+        check_enough_patients(needed - 1, fractions)
+    check_enough_patients(needed, fractions)
+    sets = split_by_patient(make_records([(f"P{index}", 1, 1) for index in range(needed)]), fractions)
+    assert [bool(sets[name]) for name in SET_NAMES] == [fraction > 0 for fraction in fractions]

@@ -1,6 +1,7 @@
 """Checkpoints: atomic saving, safe loading, and the state a training run resumes from."""
 
 from pipeline.checkpoints.atomic_saver import AtomicCheckpointSaver, AtomicDiskSaver
+from pipeline.checkpoints.earlier_run import EarlierRunError, guard_earlier_run
 from pipeline.checkpoints.model_config import (
     MODEL_CONFIG_FILE,
     ModelConfigMismatchError,
@@ -21,6 +22,7 @@ from pipeline.checkpoints.safe_loading import (
     SafeCheckpointLoader,
     UnsafeCheckpointError,
     load_checkpoint,
+    require_checkpoint,
     weights_mismatch,
 )
 from pipeline.checkpoints.training_state import GradScalerState, RandomStates
@@ -30,6 +32,7 @@ __all__ = [
     "LATEST_CHECKPOINT_PREFIX",
     "MODEL_CONFIG_FILE",
     "CheckpointMismatchError",
+    "EarlierRunError",
     "LatestCheckpointLoader",
     "MissingCheckpointError",
     "ModelConfigMismatchError",
@@ -42,9 +45,11 @@ __all__ = [
     "SafeCheckpointLoader",
     "UnsafeCheckpointError",
     "find_latest_checkpoint",
+    "guard_earlier_run",
     "latest_checkpoints",
     "load_checkpoint",
     "read_model_config",
+    "require_checkpoint",
     "weights_mismatch",
     "with_model_config",
     "write_model_config",

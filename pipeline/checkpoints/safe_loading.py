@@ -40,6 +40,15 @@ def weights_mismatch(expected: dict[str, torch.Tensor], state: dict[str, Any]) -
     return f"the checkpoint has {extra[0]!r}, unknown to the configured network" if extra else None
 
 
+def require_checkpoint(path: str | os.PathLike) -> None:
+    """Raise ``MissingCheckpointError`` naming ``path`` and the ways to get trained weights when it is no file."""
+    if not os.path.isfile(path):
+        raise MissingCheckpointError(
+            f"{path}: no trained weights here; train them (python -m pipeline train), fetch the released ones "
+            "(python -m pipeline fetch-weights), or point --ckpt_dir at a folder holding model.pt"
+        )
+
+
 def unsafe_checkpoint_message(path: str | os.PathLike) -> str:
     """The one-line refusal for ``path``, shared by every loader."""
     return (
@@ -67,11 +76,7 @@ class SafeCheckpointLoader(CheckpointLoader):
     """
 
     def __call__(self, engine: Engine) -> None:
-        if not os.path.isfile(self.load_path):
-            raise MissingCheckpointError(
-                f"{self.load_path}: no trained weights here; train them (python -m pipeline train), fetch the "
-                "released ones (python -m pipeline fetch-weights), or point --ckpt_dir at a folder holding model.pt"
-            )
+        require_checkpoint(self.load_path)
         try:
             super().__call__(engine)
         except pickle.UnpicklingError as error:

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Print every problem found; 0 when the bundle passes, 1 otherwise."""
-    from pipeline.checkpoints import with_model_config
+    from pipeline.checkpoints import require_checkpoint, with_model_config
     from pipeline.export import check_bundle
     from pipeline.workflow import check_bundle_overrides
 
@@ -48,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     user_overrides = parse_overrides(args.overrides)
     if user_overrides:
         check_bundle_overrides(args.bundle, ["inference.json"], user_overrides)
-    overrides = with_model_config(args.bundle / "models", user_overrides)
-    report = check_bundle(args.bundle.resolve(), overrides, schema=args.schema)
+    ckpt_dir = Path(user_overrides.get("ckpt_dir", args.bundle / "models"))
+    if "ckpt_dir" in user_overrides:  # weights the user names must be there; the bundle may ship without its own
+        require_checkpoint(ckpt_dir / "model.pt")
+    overrides = with_model_config(ckpt_dir, user_overrides)
+    report = check_bundle(args.bundle.resolve(), overrides, schema=args.schema, ckpt_file=ckpt_dir / "model.pt")
     for line in report.problems:
         print(f"FAIL {line}", file=sys.stderr)
     if report.problems:

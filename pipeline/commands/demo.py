@@ -34,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--slices", type=int, default=5, help="slices per patient (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="phantom slice size in pixels (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, split and training (default: %(default)s)")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log the training loss of every iteration, not only one line per epoch"
+    )
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
     return parser
@@ -49,12 +52,15 @@ def run(args: argparse.Namespace) -> int:
     raw, dataset = out / "phantoms", out / "dataset"
     settings = {
         **DEMO_SETTINGS,
+        "iteration_log": args.verbose,
         "seed": args.seed,
         "dataset_dir": str(dataset),
         "ckpt_dir": str(out / "models"),
         **device_override(args.device),
         **parse_overrides(args.overrides),
     }
+    # A rerun redoes the demo's own training in its own folder; weights anywhere else stay guarded as ever.
+    settings.setdefault("overwrite", settings["ckpt_dir"] == str(out / "models"))
     check_bundle_overrides(args.bundle, ["train.json", "evaluate.json"], settings)
     if not any(raw.glob("*.mat")):
         print(f"[1/5] writing phantom slices to {raw}")

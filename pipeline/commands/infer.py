@@ -90,12 +90,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 @dataclass
 class Inputs:
-    """What ``infer`` found at its input path, by kind, and the files it leaves out, each with the reason."""
+    """What ``infer`` found at its input path, by kind, the files it leaves out (unusable, each with the reason),
+    and the files it skips on purpose (``notes``, e.g. the figshare fold file: not a failure)."""
 
     slices: list[Path] = field(default_factory=list)
     volumes: list[Path] = field(default_factory=list)
     dicom: list[Path] = field(default_factory=list)
     left_out: dict[Path, str] = field(default_factory=dict)
+    notes: dict[Path, str] = field(default_factory=dict)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -275,10 +277,12 @@ def _mask_basename(source: Path, settings: dict, postfix: str = MASK_POSTFIX) ->
 def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, exclude: Path | None = None) -> Inputs:
     """The inputs at ``path`` (one file, the files of a folder, or of its whole tree when ``recursive``) by kind:
     2D slices (``suffixes``, NIfTI of two dimensions), 3D NIfTI volumes and DICOM files, and the files left out,
-    each with a line saying why. Files under ``exclude`` (the output folder) and hidden files are ignored.
+    each with a line saying why. The figshare fold file ``cvind.mat`` is no slice: it goes to ``notes``, skipped
+    without fault. Files under ``exclude`` (the output folder) and hidden files are ignored.
 
     Raises ``UserError`` when ``path`` does not exist.
     """
+    from pipeline.data.sources import CVIND_NAME, is_fold_file
     from pipeline.dicom.series import is_dicom_file
     from pipeline.volumes.clinical import volume_dimensions
 
@@ -298,7 +302,9 @@ def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, ex
     found = Inputs()
     for file in files:
         name = file.name.lower()
-        if name.endswith(NIFTI_SUFFIXES):
+        if is_fold_file(file):
+            found.notes[file] = f"{file}: the figshare fold file ({CVIND_NAME}), no slice; skipped"
+        elif name.endswith(NIFTI_SUFFIXES):
             try:
                 dimensions = volume_dimensions(file)
             except Exception:  # not a readable NIfTI header: the slice loader reports what is wrong with the file

@@ -8,8 +8,6 @@ from pathlib import Path
 from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
 from pipeline.user_errors import UserError
 
-BEST_CHECKPOINT = "model.pt"
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``train`` command."""
@@ -36,6 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="merge configs/train_RECIPE.json onto train.json, e.g. `cpu` for the recipe tuned for a few CPU cores",
     )
     parser.add_argument(
+        "--verbose", action="store_true", help="log the loss of every iteration, not only one line per epoch"
+    )
+    parser.add_argument(
         "--gpus",
         type=int,
         default=1,
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.resume:
         overrides["resume"] = True
+    if args.overwrite:
+        overrides["overwrite"] = True
+    if args.verbose:
+        overrides["iteration_log"] = True
     recipe_file = Path(args.bundle) / "configs" / f"train_{args.recipe}.json"
     if args.recipe is not None and not recipe_file.is_file():
         known = sorted(path.stem.removeprefix("train_") for path in recipe_file.parent.glob("train_*.json"))
@@ -79,25 +84,11 @@ def train_configs(recipe: str | None) -> list[str]:
 
 
 def _preflight(args: argparse.Namespace, overrides: dict) -> None:
-    from pipeline.checkpoints import latest_checkpoints
-    from pipeline.preflight import TRAIN_MIN_FREE_BYTES, PreflightError, bundle_config_values, check_output_folder
+    from pipeline.checkpoints import guard_earlier_run
+    from pipeline.preflight import TRAIN_MIN_FREE_BYTES, bundle_config_values, check_output_folder
 
     folders = bundle_config_values(args.bundle, train_configs(args.recipe), ("ckpt_dir", "output_dir"), overrides)
-    ckpt_dir = Path(folders["ckpt_dir"])
-    for folder in (ckpt_dir, Path(folders["output_dir"])):
+    for folder in (folders["ckpt_dir"], folders["output_dir"]):
         check_output_folder(folder, TRAIN_MIN_FREE_BYTES)
-    earlier = latest_checkpoints(ckpt_dir)
-    if args.overwrite:
-        # A new run's checkpoints must be the only ones a later --resume can pick.
-        for stale in earlier:
-            stale.unlink()
-    elif not args.resume and earlier:
-        raise PreflightError(
-            f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue it or --overwrite "
-            "to start a new run over it"
-        )
-    elif not args.resume and (ckpt_dir / BEST_CHECKPOINT).is_file():
-        raise PreflightError(
-            f"{ckpt_dir / BEST_CHECKPOINT}: a trained model is already here (in a fresh clone, the released "
-            "one); pass --ckpt_dir to train into another folder, or --overwrite to replace it"
-        )
+    # train.json checks again as it starts; checking here refuses before the datasets are cached.
+    guard_earlier_run(folders["ckpt_dir"], resume=args.resume, overwrite=args.overwrite)

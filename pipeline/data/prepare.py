@@ -22,7 +22,14 @@ from pipeline.data.sources import (
     pair_slices,
     stray_problems,
 )
-from pipeline.data.split import DEFAULT_FRACTIONS, SET_NAMES, check_fractions, split_by_folds, split_by_patient
+from pipeline.data.split import (
+    DEFAULT_FRACTIONS,
+    SET_NAMES,
+    check_enough_patients,
+    check_fractions,
+    split_by_folds,
+    split_by_patient,
+)
 from pipeline.data.validation import BINARIZED_MASK_DIR, inspect_slices, read_pair
 
 logger = logging.getLogger(__name__)
@@ -131,8 +138,8 @@ def _split(
             "test_fold": test_fold,
             "training_folds": training_folds,
         }
+    check_enough_patients(len({record.pid for record in records}), fractions)
     sets = split_by_patient(records, fractions, seed)
-    _warn_empty_sets(sets, fractions)
     method = "patient-wise" if patients_known else "slice-wise"
     return sets, {"method": method, "stratified_by": "tumor_type", "seed": seed, "fractions": list(fractions)}
 
@@ -177,9 +184,3 @@ def _convert(
     sets: Mapping[str, Sequence[SliceRecord]], dataset_dir: Path, kind: LayoutKind
 ) -> dict[str, list[SliceRecord]]:
     return {name: convert_slices(sets[name], dataset_dir, partial(read_pair, kind=kind)) for name in SET_NAMES}
-
-
-def _warn_empty_sets(sets: Mapping[str, Sequence[SliceRecord]], fractions: Sequence[float]) -> None:
-    for name, fraction in zip(SET_NAMES, fractions, strict=True):
-        if fraction > 0 and not sets[name]:
-            logger.warning("the %s set is empty: too few patients for a %.0f%% share", name, 100 * fraction)

@@ -120,6 +120,30 @@ def file_stem(path: Path) -> str:
     return path.name[: len(path.name) - len(file_suffix(path))]
 
 
+def is_fold_file(path: Path) -> bool:
+    """Whether ``path`` is the figshare fold file ``cvind.mat``: a ``.mat`` beside the slices that is no slice."""
+    return path.name == CVIND_NAME
+
+
+def slice_datalist(folder: str | Path, suffixes: Sequence[str]) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for every visible file in ``folder`` whose name ends with one of ``suffixes`` (in any
+    case), sorted by path, without the figshare fold file: the datalist ``configs/inference.json`` segments.
+
+    Raises ``DatasetError`` when ``folder`` is not a folder.
+    """
+    if not Path(folder).is_dir():
+        raise DatasetError([f"{folder}: no such folder of slices to segment (dataset_dir)"])
+    ends = tuple(suffix.lower() for suffix in suffixes)
+    return [
+        {"image": str(path)}
+        for path in sorted(Path(folder).iterdir(), key=str)
+        if path.is_file()
+        and not path.name.startswith(".")
+        and path.name.lower().endswith(ends)
+        and not is_fold_file(path)
+    ]
+
+
 def discover_layout(src: Path, exclude: Sequence[Path] = ()) -> SourceLayout:
     """Find the layout of ``src``; raise ``DatasetError`` when it is missing, empty, unrecognised or ambiguous.
 
@@ -236,7 +260,7 @@ def _visible(folder: Path) -> list[Path]:
 
 
 def _is_slice_mat(path: Path) -> bool:
-    return path.is_file() and file_suffix(path) in MAT_SUFFIXES and path.name != CVIND_NAME
+    return path.is_file() and file_suffix(path) in MAT_SUFFIXES and not is_fold_file(path)
 
 
 def _strays(folders: list[Path], allowed: tuple[str, ...]) -> tuple[Path, ...]:

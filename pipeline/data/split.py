@@ -93,6 +93,31 @@ def split_by_folds(
     return _collect(records, lambda record: role_of_fold.get(folds[record.slice_id], "training"))
 
 
+def check_enough_patients(patients: int, fractions: Sequence[float]) -> None:
+    """Raise ``DatasetError`` when ``split_by_patient`` of ``patients`` in ``fractions`` leaves a set empty.
+
+    A set with a fraction of 0 is meant to be empty and is no fault. The one line names the sets that would be
+    empty and the fewest patients that fill them all.
+    """
+    empty = _empty_sets(patients, fractions)
+    if not empty:
+        return
+    enough = math.ceil(1 / min(fraction for fraction in fractions if fraction > 0)) + 1  # every share then >= 1
+    needed = next(count for count in range(patients + 1, enough + 1) if not _empty_sets(count, fractions))
+    raise DatasetError(
+        [
+            f"{patients} patients are too few for the fractions {list(fractions)}: the {' and '.join(empty)} "
+            f"{'set' if len(empty) == 1 else 'sets'} would be empty; at least {needed} patients are needed "
+            "(or give a set you do not want a fraction of 0 with --fractions)"
+        ]
+    )
+
+
+def _empty_sets(patients: int, fractions: Sequence[float]) -> list[str]:
+    sizes = _largest_remainder(patients, fractions)
+    return [name for name, size, fraction in zip(SET_NAMES, sizes, fractions, strict=True) if fraction > 0 and not size]
+
+
 def check_fractions(fractions: Sequence[float]) -> None:
     """Raise ``DatasetError`` unless ``fractions`` are three non-negative numbers summing to 1, training above 0."""
     if len(fractions) != len(SET_NAMES) or any(not math.isfinite(f) or f < 0 for f in fractions):

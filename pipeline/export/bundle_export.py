@@ -109,6 +109,7 @@ def export_bundle(
     bundle_dir = Path(bundle_dir).resolve()
     ckpt_file = Path(ckpt_file) if ckpt_file is not None else bundle_dir / "models" / "model.pt"
     dist_dir = Path(dist_dir) if dist_dir is not None else bundle_dir / "dist"
+    state = load_state_dict(ckpt_file)
     meta_file = bundle_dir / "configs" / "metadata.json"
     metadata = read_metadata(meta_file)
     problems = schema_problems(meta_file, schema) + version_problems(meta_file, metadata)
@@ -119,7 +120,6 @@ def export_bundle(
             f"{bundle_dir / 'configs' / TORCHSCRIPT_CONFIG}: not found; the TorchScript model carries it, so that "
             "MONAI alone runs the exported model"
         )
-    state = load_state_dict(ckpt_file)
     version = str(metadata["version"])
     with tempfile.TemporaryDirectory(prefix="bundle-export-") as tmp:
         staged = Path(tmp) / bundle_dir.name

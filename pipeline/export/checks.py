@@ -90,10 +90,11 @@ def network_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str
     return []
 
 
-def checkpoint_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str]:
-    """Load ``models/model.pt`` into ``network_def`` of ``configs/inference.json`` (with ``overrides``)."""
+def checkpoint_problems(bundle_dir: Path, overrides: Mapping[str, Any], ckpt_file: Path | None = None) -> list[str]:
+    """Load ``ckpt_file`` (default ``models/model.pt``) into ``network_def`` of ``configs/inference.json`` (with
+    ``overrides``)."""
     parser = bundle_parser(bundle_dir, ["inference.json"], overrides)
-    ckpt_file = bundle_dir / "models" / "model.pt"
+    ckpt_file = ckpt_file if ckpt_file is not None else bundle_dir / "models" / "model.pt"
     try:
         check_fits(parser.get_parsed_content("network_def"), load_state_dict(ckpt_file), ckpt_file)
     except BundleExportError as error:
@@ -142,14 +143,18 @@ def large_files_problems(bundle_dir: Path) -> list[str]:
 
 
 def check_bundle(
-    bundle_dir: Path, overrides: Mapping[str, Any] | None = None, schema: Path = DEFAULT_SCHEMA
+    bundle_dir: Path,
+    overrides: Mapping[str, Any] | None = None,
+    schema: Path = DEFAULT_SCHEMA,
+    ckpt_file: Path | None = None,
 ) -> CheckReport:
     """Every check model-zoo's CI runs, and the ones a shared bundle adds, on ``bundle_dir``.
 
     Required files, metadata against the schema (a problem when ``schema`` is absent), a changelog
     entry for the version, the network's input/output against the metadata (``overrides`` as for the other
-    commands), and where present: ``models/model.ts`` loading and running, the archive of this version matching
-    its checksum, ``large_files.yml`` entries matching the files beside them.
+    commands), and where present: the weights ``ckpt_file`` (default ``models/model.pt``) fitting the network,
+    ``models/model.ts`` loading and running, the archive of this version matching its checksum,
+    ``large_files.yml`` entries matching the files beside them.
     """
     report = CheckReport(problems=missing_files(bundle_dir))
     meta_file = bundle_dir / "configs" / "metadata.json"
@@ -164,8 +169,9 @@ def check_bundle(
     report.problems += version_problems(meta_file, metadata)
     if (bundle_dir / "configs" / "inference.json").is_file():
         report.problems += network_problems(bundle_dir, overrides or {})
-        if (bundle_dir / "models" / "model.pt").is_file():
-            report.problems += checkpoint_problems(bundle_dir, overrides or {})
+        ckpt_file = ckpt_file if ckpt_file is not None else bundle_dir / "models" / "model.pt"
+        if ckpt_file.is_file():
+            report.problems += checkpoint_problems(bundle_dir, overrides or {}, ckpt_file)
     if (bundle_dir / "models" / "model.ts").is_file():
         report.problems += torchscript_problems(bundle_dir / "models" / "model.ts", metadata)
     archive = bundle_dir / "dist" / archive_name(bundle_dir.name, str(metadata.get("version")))

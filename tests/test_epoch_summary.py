@@ -1,0 +1,65 @@
+"""Training shows one summary line per epoch (loss, validation score, time left); iteration losses on request."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from pipeline import default_bundle_dir
+from pipeline.bundle_configs import bundle_parser
+from pipeline.commands import train
+from pipeline.handlers import EpochSummary
+
+LOSSES = [1.0, 0.5, 0.25, 0.25]  # two iterations per epoch: means 0.75 and 0.25
+
+
+def _validator(validated_epochs: set[int]) -> Engine:
+    """An evaluator scoring 0.5 + epoch / 10 when the trainer's epoch is one of ``validated_epochs``."""
+    validator = Engine(lambda engine, batch: None)
+    validator.state.key_metric_name = "val_mean_dice"
+    validator.state.best_metric, validator.state.best_metric_epoch = -1.0, -1
+
+    def validate(trainer: Engine) -> None:
+        if trainer.state.epoch in validated_epochs:
+            score = 0.5 + trainer.state.epoch / 10
+            validator.state.epoch, validator.state.metrics = trainer.state.epoch, {"val_mean_dice": score}
+            validator.state.best_metric, validator.state.best_metric_epoch = score, trainer.state.epoch
+
+    validator.validate = validate
+    return validator
+
+
+def test_one_line_per_epoch_gives_the_mean_loss_the_validation_score_when_run_and_the_time_left(caplog):
+    losses = iter(LOSSES)
+    trainer = Engine(lambda engine, batch: [{"loss": torch.tensor(next(losses))}])  # decollated, as MONAI has it
+    validator = _validator(validated_epochs={2})
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, validator.validate)  # as ValidationHandler, attached first
+    EpochSummary(validator=validator).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="pipeline.training"):
+        trainer.run([0, 1], max_epochs=2)
+    first, last = [record.getMessage() for record in caplog.records if record.name == "pipeline.training"]
+    assert first.startswith("epoch 1/2: loss 0.7500, about ") and first.endswith(" left")
+    assert last.startswith("epoch 2/2: loss 0.2500, val_mean_dice 0.7000 (best 0.7000 at epoch 2), done in ")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_iteration_losses_are_logged_only_with_verbose(verbose, monkeypatch, tmp_path):
+    ran = {}
+    monkeypatch.setattr("pipeline.preflight.require_datalist", lambda folder: folder)
+    monkeypatch.setattr(train, "_preflight", lambda args, overrides: None)
+    monkeypatch.setattr(
+        "pipeline.workflow.run_bundle", lambda bundle, configs, kind, **overrides: ran.update(overrides)
+    )
+    arguments = ["--dataset-dir", str(tmp_path), *(["--verbose"] if verbose else [])]
+    parser = argparse.ArgumentParser()
+    train.add_parser(parser.add_subparsers()).set_defaults(overrides=[], argv=[])
+    assert train.run(parser.parse_args(["train", *arguments])) == 0
+    config = bundle_parser(default_bundle_dir(), ["train.json"], {"iteration_log": ran.get("iteration_log", False)})
+    handlers = config.get("train#handlers")
+    (index,) = [index for index, handler in enumerate(handlers) if handler["_target_"] == "StatsHandler"]
+    assert config.get_parsed_content(f"train#handlers#{index}#_disabled_") is not verbose
+    assert handlers[-1]["_target_"] == "pipeline.handlers.EpochSummary"
