@@ -3,10 +3,49 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# mkstemp's random part is 8 characters of [a-z0-9_]; the final name follows the "~".
+TEMPORARY_PREFIX = "."
+TEMPORARY_NAME = re.compile(r"\.[a-z0-9_]{8}~.+")
+
+
+def current_umask() -> int:
+    """The process's umask: from ``/proc/self/status`` where Linux gives it, else by setting it and putting it
+    back (the only way POSIX offers, briefly racy in a threaded process)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_path` left in ``folder`` (not below it) when a run was
+    killed mid-write; return them. Call it only where no other run writes (a locked output folder, a training's
+    checkpoint folder at its start)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY_NAME.fullmatch(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def remove_stale_temporaries_below(folder: str | os.PathLike) -> list[Path]:
+    """:func:`remove_stale_temporaries` in ``folder`` and every folder below it; return what was removed."""
+    folder = Path(folder)
+    folders = [folder, *(path for path in folder.rglob("*") if path.is_dir())] if folder.is_dir() else []
+    return [path for each in folders for path in remove_stale_temporaries(each)]
 
 
 @contextmanager
@@ -16,11 +55,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file lives in the destination folder so the final ``os.replace`` is atomic on
     POSIX and Windows, and its name ends with ``path``'s name (``.<random>~1_seg.nii.gz``) so that
     writers choosing the format from the file name (nibabel, Pillow) still see the right one.
-    On error the temporary file is removed and ``path`` is left untouched.
+    The file gets the mode a plain ``open`` would give it under the process's umask (``mkstemp`` alone
+    makes it private), so outputs in a shared folder stay readable by the group that shares it.
+    On error the temporary file is removed and ``path`` is left untouched; what a killed process
+    leaves behind, :func:`remove_stale_temporaries` removes at the next start.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=f"~{path.name}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=f"~{path.name}", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp = Path(tmp_name)
     try:

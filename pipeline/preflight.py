@@ -61,8 +61,10 @@ def require_datalist(dataset_dir: str | os.PathLike) -> Path:
 
 def refuse_non_empty_folder(folder: str | os.PathLike, what: str) -> None:
     """Raise ``PreflightError`` when ``folder`` holds anything; ``what`` names the outputs it would receive."""
+    from pipeline.inference.output_lock import LOCK_NAME
+
     folder = Path(folder)
-    if folder.is_dir() and any(folder.iterdir()):
+    if folder.is_dir() and any(entry.name != LOCK_NAME for entry in folder.iterdir()):
         raise PreflightError(
             f"{folder}: already holds files; pass --overwrite to write {what} into it "
             "(files of the same names are replaced) or choose another folder"

@@ -54,6 +54,7 @@ def test_crossval_scores_every_slice_with_the_model_that_never_saw_its_patient(t
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
     assert {name.split(".")[1] for name in state} == {"0", "1"}
     assert sha256_of(bundle / "models" / "model.pt") in (bundle / "large_files.yml").read_text()
+    assert json.loads((bundle / "configs" / "inference.json").read_text())["network_def"] == shipped["network_def"]
 
 
 def _latest(folder: Path, epoch: int) -> None:

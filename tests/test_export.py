@@ -19,10 +19,11 @@ from monai.transforms import LoadImage
 from PIL import Image
 from tiny_bundle import TINY_NETWORK, train_tiny
 
-from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
+from pipeline import BUNDLE_NAME, DEFAULT_SCHEMA, __version__, default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.data.figshare import read_figshare_slice
 from pipeline.export import BundleExportError, bundle_export, export_bundle, fetch_large_files
+from pipeline.export.zoo_verification import verify_like_model_zoo
 from pipeline.networks import UNet2D
 from pipeline.workflow import run_bundle
 
@@ -135,6 +136,13 @@ def test_zipped_configs_record_the_overrides_the_checkpoint_was_trained_with(exp
     assert json.loads((unpacked / "configs" / "inference_torchscript.json").read_text())["image_size"] == 32
     repo_config = json.loads((default_bundle_dir() / "configs" / "common.json").read_text())
     assert repo_config["network_def"]["features"] != FEATURES  # the user's bundle is left as it was
+
+
+def test_the_exported_zip_passes_model_zoo_verification_in_full(exported, tmp_path):
+    unpacked = unpack(exported["result"].archive, tmp_path)
+    lines = verify_like_model_zoo(unpacked, DEFAULT_SCHEMA)
+    assert lines[-1] == "inference properties are verified correctly."
+    assert "export weights into TorchScript module successfully." in "\n".join(lines)
 
 
 def write_inputs(raw: Path, folder: Path) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
 
 from pipeline.__main__ import main
+from pipeline.atomic import TEMPORARY_NAME
 from pipeline.data.figshare import (
     MAX_SIDE,
     USER_BLOCK_SIZE,
@@ -250,7 +251,7 @@ def test_batch_inference_writes_every_good_mask_lists_the_bad_files_and_exits_no
     listed = [line.strip() for line in error.splitlines() if line.startswith("  ")]
     assert sorted(Path(line.split(":")[0]).name for line in listed) == sorted(bad)
     assert sorted(path.name for path in out.glob("*_seg.nii.gz")) == sorted(f"{stem}_seg.nii.gz" for stem in good)
-    assert not [path for path in out.rglob("*") if path.name.startswith(".")]  # no temporary file left behind
+    assert not [path for path in out.rglob("*") if TEMPORARY_NAME.fullmatch(path.name)]  # no temporary file left
 
     assert main(arguments) == 1
     assert "already holds files; pass --overwrite" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
+from pipeline.inference.output_lock import LOCK_NAME
 from pipeline.networks import state_digest
 
 
@@ -44,7 +45,9 @@ def _record(output: Path) -> dict:
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    """The outputs in ``folder``, without the lock file that keeps a second run out while one writes."""
+    files = (path for path in folder.rglob("*") if path.is_file() and path.name != LOCK_NAME)
+    return sorted(path.relative_to(folder).as_posix() for path in files)
 
 
 def test_a_single_file_is_segmented(tmp_path, ckpt_dir, capsys):

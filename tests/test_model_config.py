@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from tiny_bundle import TINY_TRAINING, phantom_dataset
 
+from pipeline import default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.checkpoints import MODEL_CONFIG_FILE
 from pipeline.data.phantom import synthesize_dataset
@@ -81,7 +82,8 @@ def test_a_checkpoint_that_does_not_fit_the_network_names_both_shapes(trained, t
     torch.save(state, tmp_path / "model.pt")  # the weights without their definition: the config's defaults apply
     arguments = ["infer", "--input", str(trained["slices"]), "--output", str(tmp_path / "masks")]
     arguments += ["--device", "cpu", "--ckpt_dir", str(tmp_path), "--image_size", "48", "--num_workers", "0"]
-    assert main(arguments) == 1
+    classic = json.loads((default_bundle_dir() / "configs" / "common.json").read_text())["network_def"]
+    assert main([*arguments, "--network_def", json.dumps(classic)]) == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
     assert "has shape [6, 1, 3, 3] in the checkpoint but [64, 1, 3, 3] in the configured network" in error

@@ -90,13 +90,11 @@ def check_overrides_agree(model_config: Mapping[str, Any], overrides: Mapping[st
 def with_model_config(ckpt_dir: str | os.PathLike, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``overrides`` on top of the definition saved in ``ckpt_dir`` (if any), after checking they agree.
 
-    The network definition is given key by key (``network_def#features``...), so that it changes a config's
-    ``network_def`` component and leaves one that loads a TorchScript file alone.
+    The network definition is given whole (``network_def``), so that it replaces a definition of another
+    kind (a fold ensemble by a single network, or the other way round) rather than mixing their arguments.
     """
     model_config = read_model_config(ckpt_dir)
     if model_config is None:
         return dict(overrides)
     check_overrides_agree(model_config, overrides, Path(ckpt_dir) / MODEL_CONFIG_FILE)
-    flat = {key: value for key, value in model_config.items() if key != "network_def"}
-    flat.update({f"network_def#{key}": value for key, value in model_config.get("network_def", {}).items()})
-    return {**flat, **overrides}
+    return {**model_config, **overrides}

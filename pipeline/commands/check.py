@@ -27,6 +27,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--schema", type=Path, default=DEFAULT_SCHEMA, help="MONAI's metadata schema file (default: %(default)s)"
     )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--model-zoo",
+        action="store_true",
+        help="also run Project-MONAI/model-zoo's verify_bundle.py steps, as the zoo runs them: configs/inference.json "
+        "alone, models/model.pt exported to TorchScript, the inference workflow's properties (offline)",
+    )
+    action.add_argument(
+        "--write-inference-config",
+        action="store_true",
+        help="write configs/inference.json anew from common.json, models/model_config.json and its own keys "
+        "(after editing common.json or shipping another model), then check",
+    )
     parser.epilog = (
         "The network is built from configs/inference.json and models/model_config.json; other --KEY VALUE pairs "
         "override them for the network check."
@@ -37,14 +50,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Print every problem found; 0 when the bundle passes, 1 otherwise."""
+    from pipeline.bundle_configs import write_standalone_inference
     from pipeline.checkpoints import require_checkpoint, with_model_config
     from pipeline.export import check_bundle
+    from pipeline.export.zoo_verification import ZooCheckError, verify_like_model_zoo
     from pipeline.workflow import check_bundle_overrides
 
     if not args.bundle.is_dir():
         raise UserError(f"{args.bundle}: no such bundle folder; pass --bundle BUNDLE_FOLDER")
     if not args.schema.is_file():
         raise UserError(f"{args.schema}: no such schema file; pass MONAI's metadata schema with --schema")
+    if args.write_inference_config:
+        print(f"wrote {write_standalone_inference(args.bundle)}")
     user_overrides = parse_overrides(args.overrides)
     if user_overrides:
         check_bundle_overrides(args.bundle, ["inference.json"], user_overrides)
@@ -53,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         require_checkpoint(ckpt_dir / "model.pt")
     overrides = with_model_config(ckpt_dir, user_overrides)
     report = check_bundle(args.bundle.resolve(), overrides, schema=args.schema, ckpt_file=ckpt_dir / "model.pt")
+    if args.model_zoo and not report.problems:
+        try:
+            print(*verify_like_model_zoo(args.bundle.resolve(), args.schema), sep="\n")
+        except ZooCheckError as error:
+            report.problems.append(str(error))
     for line in report.problems:
         print(f"FAIL {line}", file=sys.stderr)
     if report.problems:

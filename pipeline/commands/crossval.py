@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--ship",
         action="store_true",
-        help="after the table, write the ensemble of the trained folds to <bundle>/models (replacing its model)",
+        help="after the table, write the ensemble of the trained folds to <bundle>/models (replacing its model) and "
+        "configs/inference.json with its definition",
     )
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
@@ -50,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Prepare, train and score the folds that are not done, then write the table (and ship the ensemble)."""
-    from pipeline.bundle_configs import bundle_parser
+    from pipeline.bundle_configs import bundle_parser, write_standalone_inference
     from pipeline.commands.train import train_configs
     from pipeline.data.prepare import prepare_dataset
     from pipeline.export.fold_ensemble import assemble_fold_ensemble
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         epochs = bundle_parser(args.bundle, configs, overrides).get_parsed_content("epochs")
 
         def train(fold, resume: bool) -> None:
-            run_bundle(args.bundle, configs, "train", **fold_overrides(fold, overrides), resume=resume)
+            # A fold with no latest checkpoint starts afresh, over whatever a run stopped in its first epoch left.
+            fresh = {"resume": True} if resume else {"overwrite": True}
+            run_bundle(args.bundle, configs, "train", **fold_overrides(fold, overrides), **fresh)
 
         def evaluate(fold) -> None:
             run_bundle(
@@ -94,5 +97,6 @@ def run(args: argparse.Namespace) -> int:
         models = Path(args.bundle).resolve() / "models"
         shipped = assemble_fold_ensemble(trained, models)
         refresh_large_file_hashes(Path(args.bundle).resolve())
+        write_standalone_inference(args.bundle)
         print(f"shipped the ensemble of folds {shipped['folds']} to {models}")
     return 0 if not summary["folds_missing"] or args.summary_only else 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.overrides import add_bundle_arguments, parse_overrides
+from pipeline import default_bundle_dir
+from pipeline.overrides import parse_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,7 +20,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--inputs", type=Path, nargs="+", required=True, help="folders written by infer")
     parser.add_argument("--output", type=Path, required=True, help="folder for the masks")
-    add_bundle_arguments(parser)
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=default_bundle_dir(),
+        help="bundle whose threshold and post-processing make the masks (default: %(default)s)",
+    )
+    parser.epilog = "Any other --KEY VALUE pair overrides the bundle config, e.g. --threshold 0.4."
     parser.set_defaults(accepts_overrides=True)
     return parser
 

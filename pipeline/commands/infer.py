@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,10 +102,19 @@ class Inputs:
 
 def run(args: argparse.Namespace) -> int:
     """Segment the inputs and write the record; 1 when some inputs could not be used."""
+    from pipeline.atomic import remove_stale_temporaries_below
     from pipeline.checkpoints import describe_weights
     from pipeline.handlers import InputFailuresError
+    from pipeline.inference.output_lock import output_folder_lock
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
-    from pipeline.reports.inference_record import FAILED, SKIPPED, InputOutcome, write_inference_record
+    from pipeline.reports.inference_record import (
+        FAILED,
+        PENDING,
+        SKIPPED,
+        WRITTEN,
+        InputOutcome,
+        write_inference_record,
+    )
     from pipeline.volumes import SliceSegmenter
     from pipeline.workflow import check_bundle_overrides, run_bundle, run_values
 
@@ -130,66 +139,81 @@ def run(args: argparse.Namespace) -> int:
     found = find_inputs(source, values["input_suffixes"], recursive=args.recursive, exclude=output)
     series, dicom_failures = read_series(source, found.dicom, recursive=args.recursive, exclude=output)
     if not (found.slices or found.volumes or series):
-        raise UserError(nothing_to_segment(source, [*found.left_out.values(), *dicom_failures], args.recursive))
-    if not (args.overwrite or args.skip_complete):
-        refuse_non_empty_folder(output, "masks")
-    check_output_folder(output, INFER_MIN_FREE_BYTES)
+        reasons = [*found.left_out.values(), *dicom_failures, *found.notes.values()]
+        raise UserError(nothing_to_segment(source, reasons, args.recursive))
+    with output_folder_lock(output):
+        if not (args.overwrite or args.skip_complete):
+            refuse_non_empty_folder(output, "masks")
+        remove_stale_temporaries_below(output)
+        check_output_folder(output, INFER_MIN_FREE_BYTES)
 
-    outcomes = planned_outcomes(found, series, settings, args.nifti_copy)
-    pending = {key for key, outcome in outcomes.items() if not (args.skip_complete and _complete(outcome.outputs))}
-    for key in outcomes.keys() - pending:
-        outcomes[key].status, outcomes[key].reason = SKIPPED, "its outputs were already complete"
-    to_segment = [path for path in found.slices if path in pending]
-    volumes = [path for path in found.volumes if path in pending]
-    series = [item for item in series if item.series_uid in pending]
+        outcomes = planned_outcomes(found, series, settings, args.nifti_copy)
+        refuse_shared_outputs(outcomes)
+        pending = {key for key, outcome in outcomes.items() if not (args.skip_complete and _complete(outcome.outputs))}
+        for key in outcomes.keys() - pending:
+            outcomes[key].status, outcomes[key].reason = SKIPPED, "its outputs were already complete"
+        to_segment = [path for path in found.slices if path in pending]
+        volumes = [path for path in found.volumes if path in pending]
+        series = [item for item in series if item.series_uid in pending]
 
-    # Built before any output is written, so a bundle or weights fault stops the run with nothing half done.
-    segmenter = SliceSegmenter.from_bundle(args.bundle, settings) if volumes or series else None
-    unread = None
-    if to_segment:
-        try:
-            run_bundle(
-                args.bundle, ["inference.json"], "infer", datalist=[{"image": str(p)} for p in to_segment], **settings
-            )
-        except Exception as error:
-            unread = find_user_error(error)
-            if not isinstance(unread, InputFailuresError):
-                raise
-    for line in unread.failures if unread else []:
-        # A failure line starts with its input's path; the longest match tells "a.png" from "a.png.png".
-        failed = max((path for path in to_segment if line.startswith(str(path))), key=lambda path: len(str(path)))
-        outcomes[failed].status, outcomes[failed].reason = FAILED, line
-    if segmenter is not None:
-        segment_scans(volumes, series, outcomes, segmenter)
+        recorded = {
+            "input": str(source),
+            "recursive": args.recursive,
+            "continue": args.skip_complete,
+            "nifti_copy": args.nifti_copy,
+            **{key: str(values[key]) if key == "device" else values[key] for key in RECORDED_VALUES},
+            **{key: value for key, value in settings.items() if key != "device"},
+            "overrides": user_overrides,
+        }
+        weights = describe_weights(Path(values["ckpt_dir"]) / "model.pt", settings.get("folds"))
+        unusable = [InputOutcome(str(path), [], FAILED, line) for path, line in found.left_out.items()]
+        unusable += [InputOutcome(line.split(": ", 1)[0], [], FAILED, line) for line in dicom_failures]
+        unusable += [InputOutcome(str(path), [], SKIPPED, line) for path, line in found.notes.items()]
+        for key in pending:
+            outcomes[key].status = PENDING
 
-    recorded = {
-        "input": str(source),
-        "recursive": args.recursive,
-        "continue": args.skip_complete,
-        "nifti_copy": args.nifti_copy,
-        **{key: str(values[key]) if key == "device" else values[key] for key in RECORDED_VALUES},
-        **{key: value for key, value in settings.items() if key != "device"},
-        "overrides": user_overrides,
-    }
-    unusable = [InputOutcome(str(path), [], FAILED, line) for path, line in found.left_out.items()]
-    unusable += [InputOutcome(line.split(": ", 1)[0], [], FAILED, line) for line in dicom_failures]
-    record = write_inference_record(
-        output,
-        args.bundle.resolve(),
-        describe_weights(Path(values["ckpt_dir"]) / "model.pt", settings.get("folds")),
-        recorded,
-        [*outcomes.values(), *unusable],
-    )
-    not_segmented = [outcome.reason for outcome in [*outcomes.values(), *unusable] if outcome.status == FAILED]
-    not_segmented = [line for line in not_segmented if not (unread and line in unread.failures)]
-    _report_not_segmented(not_segmented)
-    if unread is not None:
-        raise unread
-    print(
-        f"outputs: {args.output} ({_summary(len(to_segment), len(volumes), len(series), len(outcomes) - len(pending))})"
-    )
-    print(f"record: {record}")
-    return 1 if not_segmented else 0
+        def save_record(finished: bool = False) -> Path:
+            everything = [*outcomes.values(), *unusable]
+            return write_inference_record(output, args.bundle.resolve(), weights, recorded, everything, finished)
+
+        save_record()
+        # Built before any output is written, so a bundle or weights fault stops the run with nothing half done.
+        segmenter = SliceSegmenter.from_bundle(args.bundle, settings) if volumes or series else None
+        unread = None
+        if to_segment:
+            try:
+                run_bundle(
+                    args.bundle,
+                    ["inference.json"],
+                    "infer",
+                    datalist=[{"image": str(p)} for p in to_segment],
+                    **settings,
+                )
+            except Exception as error:
+                unread = find_user_error(error)
+                if not isinstance(unread, InputFailuresError):
+                    raise
+        for path in to_segment:
+            outcomes[path].status = WRITTEN
+        for line in unread.failures if unread else []:
+            # A failure line starts with its input's path; the longest match tells "a.png" from "a.png.png".
+            failed = max((path for path in to_segment if line.startswith(str(path))), key=lambda path: len(str(path)))
+            outcomes[failed].status, outcomes[failed].reason = FAILED, line
+        if to_segment:
+            save_record()
+        if segmenter is not None:
+            segment_scans(volumes, series, outcomes, segmenter, on_each=save_record)
+
+        record = save_record(finished=True)
+        not_segmented = [outcome.reason for outcome in [*outcomes.values(), *unusable] if outcome.status == FAILED]
+        not_segmented = [line for line in not_segmented if not (unread and line in unread.failures)]
+        _report_not_segmented(not_segmented)
+        if unread is not None:
+            raise unread
+        counts = _summary(len(to_segment), len(volumes), len(series), len(outcomes) - len(pending))
+        print(f"outputs: {args.output} ({counts})")
+        print(f"record: {record}")
+        return 1 if not_segmented else 0
 
 
 def planned_outcomes(
@@ -208,27 +232,50 @@ def planned_outcomes(
     return outcomes
 
 
+def refuse_shared_outputs(outcomes: dict[Path | str, InputOutcome]) -> None:
+    """Raise ``UserError`` before anything is written when two inputs would write the same output file (``a.png``
+    and ``a.nii.gz`` both give ``a_seg.nii.gz``), naming the file and the inputs."""
+    claimed: dict[str, list[str]] = {}
+    for outcome in outcomes.values():
+        for output in outcome.outputs:
+            claimed.setdefault(output, []).append(outcome.input)
+    shared = {output: inputs for output, inputs in claimed.items() if len(inputs) > 1}
+    if shared:
+        output, inputs = next(iter(shared.items()))
+        raise UserError(
+            f"{output}: {' and '.join(inputs)} would all be written here ({len(shared)} such outputs); rename "
+            "them or segment them into separate folders"
+        )
+
+
 def segment_scans(
     volumes: Sequence[Path],
     series: Sequence[DicomSeries],
     outcomes: dict[Path | str, InputOutcome],
     segmenter: SliceSegmenter,
+    on_each: Callable[[], object] = lambda: None,
 ) -> None:
-    """Segment the NIfTI ``volumes`` and the DICOM ``series`` with ``segmenter`` into their planned outputs; one
-    that cannot be read, segmented or written is marked failed with the reason, and the others go on."""
-    from pipeline.reports.inference_record import FAILED
+    """Segment the NIfTI ``volumes`` and the DICOM ``series`` with ``segmenter`` into their planned outputs,
+    marking each outcome written, or failed with the reason (the others go on), and calling ``on_each`` after
+    each (the record is rewritten there)."""
+    from pipeline.reports.inference_record import FAILED, WRITTEN
     from pipeline.volumes.clinical import failure_line, segment_nifti_volume, segment_series
 
     for path in volumes:
         try:
             segment_nifti_volume(path, Path(outcomes[path].outputs[0]), segmenter)
+            outcomes[path].status = WRITTEN
         except Exception as error:  # whatever one volume trips on is reported with it, not raised
             outcomes[path].status, outcomes[path].reason = FAILED, failure_line(str(path), error)
+        on_each()
     for item in series:
+        outcome = outcomes[item.series_uid]
         try:
-            segment_series(item, [Path(path) for path in outcomes[item.series_uid].outputs], segmenter)
+            segment_series(item, [Path(path) for path in outcome.outputs], segmenter)
+            outcome.status = WRITTEN
         except Exception as error:  # an odd header of one series must not cost the others their SEG
-            outcomes[item.series_uid].status, outcomes[item.series_uid].reason = FAILED, failure_line(item.label, error)
+            outcome.status, outcome.reason = FAILED, failure_line(item.label, error)
+        on_each()
 
 
 def _summary(slices: int, volumes: int, series: int, skipped: int) -> str:

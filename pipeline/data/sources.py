@@ -14,7 +14,7 @@ other file where the data lives is reported as an unknown extension.
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -129,10 +129,11 @@ def slice_datalist(folder: str | Path, suffixes: Sequence[str]) -> list[dict[str
     """``[{"image": path}]`` for every visible file in ``folder`` whose name ends with one of ``suffixes`` (in any
     case), sorted by path, without the figshare fold file: the datalist ``configs/inference.json`` segments.
 
-    Raises ``DatasetError`` when ``folder`` is not a folder.
+    A missing ``folder`` gives no slices: the config can then be built (model-zoo's checks build it with its
+    placeholder ``dataset_dir``), and :func:`require_slices` refuses to run it.
     """
     if not Path(folder).is_dir():
-        raise DatasetError([f"{folder}: no such folder of slices to segment (dataset_dir)"])
+        return []
     ends = tuple(suffix.lower() for suffix in suffixes)
     return [
         {"image": str(path)}
@@ -142,6 +143,14 @@ def slice_datalist(folder: str | Path, suffixes: Sequence[str]) -> list[dict[str
         and path.name.lower().endswith(ends)
         and not is_fold_file(path)
     ]
+
+
+def require_slices(datalist: Sequence[Mapping[str, str]], folder: str | Path) -> None:
+    """Raise ``DatasetError`` when ``datalist`` (the slices ``configs/inference.json`` is to segment) is empty,
+    naming ``folder`` (its ``dataset_dir``)."""
+    if not datalist:
+        where = "no such folder" if not Path(folder).is_dir() else "no .mat/.png/.nii/.nii.gz slices in it"
+        raise DatasetError([f"{folder}: nothing to segment ({where}); set dataset_dir to a folder of slices"])
 
 
 def discover_layout(src: Path, exclude: Sequence[Path] = ()) -> SourceLayout:

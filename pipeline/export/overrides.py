@@ -18,18 +18,25 @@ def record_overrides(configs_dir: Path, overrides: Mapping[str, Any]) -> None:
     """Set every ``id -> value`` of ``overrides`` in each JSON config of ``configs_dir`` that defines ``id``.
 
     ``metadata.json`` is left alone (:func:`sync_metadata_shapes` derives it). An override that no config
-    defines is a typing mistake that would otherwise export a network other than the checkpoint's.
+    defines is a typing mistake that would otherwise export a network other than the checkpoint's. A config
+    whose ``network_def`` is an expression (the TorchScript config loads ``model.ts``) keeps it: the network
+    definition describes the Python network that was scripted, not how the script is loaded.
     """
     config_files = sorted(path for path in configs_dir.glob("*.json") if path.name != "metadata.json")
     parsers = {path: ConfigParser(ConfigParser.load_config_file(path)) for path in config_files}
     for key, value in overrides.items():
-        holders = [parser for parser in parsers.values() if key in parser]
+        holders = [parser for parser in parsers.values() if key in parser and not _loads_a_script(parser, key)]
         if not holders:
             raise BundleExportError(f"{configs_dir}: no config defines {key!r}; check the spelling of --{key}")
         for parser in holders:
             parser[key] = value
     for path, parser in parsers.items():
         write_text_atomic(path, json.dumps(parser.get(), indent=4) + "\n")
+
+
+def _loads_a_script(parser: ConfigParser, key: str) -> bool:
+    """Whether ``key`` is a ``network_def`` the config builds with an expression, such as ``torch.jit.load``."""
+    return key == "network_def" and isinstance(parser[key], str) and parser[key].startswith("$")
 
 
 def sync_metadata_shapes(configs_dir: Path, config_name: str = "inference.json") -> dict:

@@ -21,7 +21,7 @@ from pipeline import __version__
 from pipeline.atomic import write_text_atomic
 
 RECORD_NAME = "inference_record.json"
-WRITTEN, SKIPPED, FAILED = "written", "skipped", "failed"
+WRITTEN, SKIPPED, FAILED, PENDING = "written", "skipped", "failed", "pending"
 
 
 @dataclass
@@ -32,8 +32,8 @@ class InputOutcome:
         input: the input file; for a DICOM series, its label (folder, series number, description and UID).
         outputs: the files written (or to be written) for it: its mask or SEG, then its overlay or the SEG's
             NIfTI copy if any.
-        status: ``written``, ``skipped`` or ``failed``.
-        reason: why it was skipped or failed; empty when it was written.
+        status: ``pending`` (not done yet), ``written``, ``skipped`` or ``failed``.
+        reason: why it was skipped or failed; empty otherwise.
     """
 
     input: str
@@ -48,17 +48,21 @@ def write_inference_record(
     weights: Mapping[str, Any],
     settings: Mapping[str, Any],
     outcomes: Sequence[InputOutcome],
+    finished: bool = True,
 ) -> Path:
     """Write ``<output_dir>/inference_record.json`` atomically and return its path.
 
     ``settings`` are the run's options and overrides as JSON values; ``weights`` describes the weights file as
-    ``pipeline.checkpoints.describe_weights`` does.
+    ``pipeline.checkpoints.describe_weights`` does. A run writes its record before its first output (every
+    input ``pending``, ``finished`` False) and again as inputs end, so a run that is killed leaves a record
+    of what it had done, never an earlier run's.
     """
     metadata = json.loads((Path(bundle_dir) / "configs" / "metadata.json").read_text(encoding="utf-8"))
     record = {
         "bundle": {"folder": str(bundle_dir), "name": metadata.get("name"), "version": metadata.get("version")},
         "pipeline_version": __version__,
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "state": "finished" if finished else "running",
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "weights": dict(weights),
         "settings": dict(settings),
         "counts": dict(Counter(outcome.status for outcome in outcomes)),

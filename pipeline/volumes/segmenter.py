@@ -24,6 +24,7 @@ from monai.networks import eval_mode
 from monai.transforms import Compose
 
 from pipeline.bundle_configs import bundle_config_files
+from pipeline.transforms.finite import NonFiniteImageError
 from pipeline.workflow import check_bundle_overrides, trained_model_config
 
 # The axis codes that put every slice of a volume in the training slices' layout. The model was trained on
@@ -121,6 +122,9 @@ class SliceSegmenter:
         volume = np.asarray(volume)
         if volume.ndim != 3:
             raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
+        bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
+        if bad:
+            raise NonFiniteImageError(f"{bad} of {volume.size} voxels are NaN or infinite; the scan is not segmented")
         to_training = nib.orientations.ornt_transform(
             nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(TRAINING_AXCODES)
         )

@@ -1,0 +1,117 @@
+"""What infer writes is what its record says: no two inputs share an output, one run per folder, bad pixel values
+named per input, outputs readable as the umask allows, nothing left behind by a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
+
+from pipeline.__main__ import main
+from pipeline.inference.output_lock import output_folder_lock
+
+
+@pytest.fixture
+def ckpt_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_threshold_network(folder / "model.pt")
+    return folder
+
+
+def _infer(source: Path, output: Path, ckpt_dir: Path, *options: str) -> int:
+    arguments = ["infer", "--input", str(source), "--output", str(output), "--device", "cpu", "--no-overlays"]
+    arguments += ["--ckpt_dir", str(ckpt_dir), "--network_def", json.dumps(THRESHOLD_NETWORK), "--image_size", "32"]
+    return main([*arguments, "--num_workers", "0", *options])
+
+
+def _slice(path: Path, values: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.zeros((40, 48), dtype=np.float32) if values is None else values
+    image[:, :24] = 200
+    if path.suffix == ".png":
+        Image.fromarray(image.astype(np.uint8)).save(path)
+    else:
+        nib.save(nib.Nifti1Image(image, np.eye(4)), path)
+    return path
+
+
+def test_two_inputs_that_would_write_one_mask_are_refused_before_anything_is_written(tmp_path, ckpt_dir, capsys):
+    _slice(tmp_path / "in" / "a.png")
+    _slice(tmp_path / "in" / "a.nii.gz")
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 1
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'out' / 'a_seg.nii.gz'}:" in error and "a.png" in error and "a.nii.gz" in error
+    assert not list((tmp_path / "out").glob("*seg*")) and not (tmp_path / "out" / "inference_record.json").exists()
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused_naming_the_holder(tmp_path, ckpt_dir, capsys):
+    _slice(tmp_path / "in" / "a.png")
+    with output_folder_lock(tmp_path / "out"):
+        assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 1
+    assert f"another run (process {os.getpid()}) is writing here" in capsys.readouterr().err
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 0  # released when the holder ends
+
+
+def test_a_slice_with_nan_pixels_is_refused_and_recorded_while_the_others_are_segmented(tmp_path, ckpt_dir, capsys):
+    values = np.zeros((40, 48), dtype=np.float32)
+    values[5, 30] = np.nan
+    _slice(tmp_path / "in" / "bad.nii.gz", values)
+    _slice(tmp_path / "in" / "good.nii.gz")
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 1
+    assert "NaN or infinite" in capsys.readouterr().err
+    record = json.loads((tmp_path / "out" / "inference_record.json").read_text())
+    status = {Path(entry["input"]).name: (entry["status"], entry["reason"]) for entry in record["inputs"]}
+    assert status["good.nii.gz"][0] == "written" and (tmp_path / "out" / "good_seg.nii.gz").is_file()
+    assert status["bad.nii.gz"][0] == "failed" and "1 of 1920 pixels are NaN or infinite" in status["bad.nii.gz"][1]
+    assert not (tmp_path / "out" / "bad_seg.nii.gz").exists()
+
+
+def test_outputs_get_the_mode_the_umask_gives(tmp_path, ckpt_dir):
+    _slice(tmp_path / "in" / "a.png")
+    previous = os.umask(0o027)
+    try:
+        assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 0
+    finally:
+        os.umask(previous)
+    for name in ("a_seg.nii.gz", "inference_record.json"):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o640, name
+
+
+def test_temporary_files_of_a_killed_run_are_removed_at_the_next_start(tmp_path, ckpt_dir):
+    _slice(tmp_path / "in" / "a.png")
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 0
+    handle, left = tempfile.mkstemp(prefix=".", suffix="~b_seg.nii.gz", dir=tmp_path / "out")  # as atomic_path
+    os.close(handle)
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir, "--overwrite") == 0
+    assert not Path(left).exists() and (tmp_path / "out" / "a_seg.nii.gz").is_file()
+
+
+def test_a_run_that_dies_leaves_its_own_record_not_the_previous_one(tmp_path, ckpt_dir, monkeypatch):
+    _slice(tmp_path / "in" / "a.png")
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 0
+    assert json.loads((tmp_path / "out" / "inference_record.json").read_text())["state"] == "finished"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.workflow.run_bundle", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _infer(tmp_path / "in", tmp_path / "out", ckpt_dir, "--overwrite", "--threshold", "0.7")
+    record = json.loads((tmp_path / "out" / "inference_record.json").read_text())
+    assert record["state"] == "running" and record["settings"]["threshold"] == 0.7
+    assert [entry["status"] for entry in record["inputs"]] == ["pending"]
+
+
+def test_a_png_declaring_too_many_pixels_is_refused_before_it_is_decoded(tmp_path, ckpt_dir, capsys):
+    _slice(tmp_path / "in" / "big.png")
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir, "--refuse_oversized#max_pixels", "1919") == 1
+    assert "big.png: declares 1920 pixels, more than the 1919 a slice may have; not decoded" in capsys.readouterr().err
