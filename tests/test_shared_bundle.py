@@ -184,3 +184,27 @@ def test_inference_in_the_fresh_env_writes_a_binary_mask_per_slice_at_its_size(
         mask = np.asarray(LoadImage(image_only=True)(tmp_path / "masks" / f"{name.split('.')[0]}_seg.nii.gz"))
         assert mask.shape == shape, name
         assert set(np.unique(mask)) <= {0, 1}, name
+
+
+def model_card_infer_lines(bundle: Path) -> list[list[str]]:
+    """The ``python -m pipeline infer`` command lines of the zip's model card, as a reader would copy them."""
+    card = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
+    lines = [line.split("#")[0].split() for line in card.splitlines() if line.startswith("python -m pipeline infer ")]
+    assert len(lines) >= 3, "the model card lost its infer examples"
+    return lines
+
+
+def test_the_model_cards_infer_lines_run_in_the_fresh_env_from_the_unzipped_folder(fresh_python, shared_zip, tmp_path):
+    """Slices, a DICOM study and a 3D NIfTI volume, each through the card's own line, in the env its README builds."""
+    from pipeline.dicom.phantom_series import write_phantom_series
+
+    bundle = shared_zip["bundle"]
+    write_slices(shared_zip["raw"], bundle / "my_slices")
+    write_phantom_series(bundle / "dicom_study", patients=1, slices=4, size=128, seed=3)
+    volume = np.stack([read_figshare_slice(shared_zip["raw"] / f"{k}.mat").image for k in (1, 2)], axis=-1)
+    nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([0.5, 0.5, 5.0, 1.0])), bundle / "t1c_volume.nii.gz")
+    for words in model_card_infer_lines(bundle):
+        run_checked([str(fresh_python), *words[1:], "--device", "cpu", "--num_workers", "0"], cwd=bundle)
+    assert sorted(path.name for path in (bundle / "masks").glob("*_seg.nii.gz")) == ["a_seg.nii.gz", "b_seg.nii.gz"]
+    assert (bundle / "volume_masks" / "t1c_volume_seg.nii.gz").is_file()
+    assert len(list((bundle / "segs").rglob("*_seg.dcm"))) == 1
