@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -76,3 +77,16 @@ def test_resume_and_overwrite_must_be_one_boolean_at_most(tmp_path, resume, over
     with pytest.raises(EarlierRunError, match=fault):
         guard_earlier_run(tmp_path, resume=resume, overwrite=overwrite)
     assert (tmp_path / "latest_checkpoint_epoch=1.pt").is_file()
+
+
+def test_a_checkpoint_half_written_by_a_killed_run_is_removed_when_training_starts(tmp_path):
+    import tempfile
+
+    from pipeline.checkpoints import guard_earlier_run
+
+    ckpt_dir = tmp_path / "models"
+    ckpt_dir.mkdir()
+    handle, left = tempfile.mkstemp(prefix=".", suffix="~latest_checkpoint_epoch=3.pt", dir=ckpt_dir)  # as saved
+    os.close(handle)
+    guard_earlier_run(ckpt_dir)
+    assert not Path(left).exists()

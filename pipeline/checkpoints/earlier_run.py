@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.atomic import remove_stale_temporaries
 from pipeline.checkpoints.resume import latest_checkpoints
 from pipeline.user_errors import UserError
 
@@ -22,7 +23,8 @@ def guard_earlier_run(ckpt_dir: str | os.PathLike, resume: bool = False, overwri
     workflow), so neither CLI replaces the shipped weights by default. Resuming (``resume``) continues the
     earlier run and needs its checkpoints. With ``overwrite`` the earlier run's latest checkpoints are removed,
     so a later resume can only pick the new run's, and its ``model.pt`` stays until the first validation replaces
-    it. Raises ``EarlierRunError`` naming the folder and the ways out, or when a flag is no bool or both are set.
+    it. Temporary checkpoint files a killed run left half-written are removed. Raises ``EarlierRunError`` naming
+    the folder and the ways out, or when a flag is no bool or both are set.
     """
     ckpt_dir = Path(ckpt_dir).absolute()  # named in full: the bundle's own configs make it `./models`
     for name, value in (("resume", resume), ("overwrite", overwrite)):
@@ -36,8 +38,8 @@ def guard_earlier_run(ckpt_dir: str | os.PathLike, resume: bool = False, overwri
     if overwrite:
         for stale in earlier:
             stale.unlink(missing_ok=True)  # every rank of a multi-GPU run clears the same folder
-        return
-    if resume:
+    if overwrite or resume:
+        remove_stale_temporaries(ckpt_dir)
         return
     if earlier:
         raise EarlierRunError(
@@ -50,3 +52,4 @@ def guard_earlier_run(ckpt_dir: str | os.PathLike, resume: bool = False, overwri
             f"{ckpt_dir}: holds a trained {BEST_CHECKPOINT} (in a fresh clone, the released model); pass --ckpt_dir "
             "to train into another folder, or --overwrite to replace it (with `monai.bundle run`: --overwrite True)"
         )
+    remove_stale_temporaries(ckpt_dir)
