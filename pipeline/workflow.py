@@ -11,13 +11,13 @@ from typing import Any
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from pipeline.bundle_configs import bundle_config_files, merged_config
-from pipeline.checkpoints import require_checkpoint
 from pipeline.checkpoints.model_config import (
     MODEL_CONFIG_FILE,
     check_overrides_agree,
     read_model_config,
     write_model_config,
 )
+from pipeline.checkpoints.safe_loading import verify_checkpoint
 from pipeline.overrides import check_overrides
 
 # MONAI warns when the config files are not all in one folder, as a stage's are with the trained model's
@@ -70,7 +70,8 @@ def run_bundle(
             write_model_config(workflow.parser, workflow.parser.get_parsed_content("ckpt_dir"))
     elif "checkpoint_loader" in workflow.parser:
         # Before the engine runs: refused inside it, ignite and MONAI's StatsHandler would each log it once more.
-        require_checkpoint(workflow.parser.get_parsed_content("checkpoint_loader#load_path"))
+        loader = workflow.parser.get_parsed_content("checkpoint_loader")
+        verify_checkpoint(loader.load_path, loader.load_dict["model"])
     workflow.run()
     workflow.finalize()
     return workflow

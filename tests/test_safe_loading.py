@@ -51,7 +51,10 @@ def test_inference_refuses_a_checkpoint_holding_pickled_objects(tmp_path, capsys
     arguments = ["infer", "--input", str(tmp_path / "inputs"), "--output", str(tmp_path / "out"), "--device", "cpu"]
     arguments += ["--ckpt_dir", str(tmp_path), "--network_def", json.dumps(definition), "--num_workers", "0"]
     assert main([*arguments, "--image_size", "32"]) == 1
-    assert "model.pt: refused: the checkpoint holds pickled Python objects" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()  # refused before the engine runs: no traceback logged on the way
+    assert "model.pt: refused: the checkpoint holds pickled Python objects" in line
+    assert "Traceback" not in captured.out
     assert not UNPICKLED
     assert not list((tmp_path / "out").glob("*_seg.*"))
 
@@ -60,3 +63,15 @@ def test_a_plain_state_dict_loads(tmp_path):
     network = torch.nn.Conv2d(1, 2, kernel_size=1)
     torch.save(network.state_dict(), tmp_path / "model.pt")
     assert set(load_checkpoint(tmp_path / "model.pt")) == {"weight", "bias"}
+
+
+def test_a_torchscript_model_in_place_of_the_weights_is_one_error_line(tmp_path, capsys):
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(1, 2, kernel_size=1)), tmp_path / "model.pt")
+    (tmp_path / "inputs").mkdir()
+    Image.fromarray(np.full((20, 20), 50, dtype=np.uint8)).save(tmp_path / "inputs" / "slice.png")
+    arguments = ["infer", "--input", str(tmp_path / "inputs"), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    assert main([*arguments, "--ckpt_dir", str(tmp_path), "--num_workers", "0"]) == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"error: {tmp_path / 'model.pt'}: a TorchScript model, not a checkpoint of weights")
+    assert "Traceback" not in captured.out

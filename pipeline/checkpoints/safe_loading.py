@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from typing import Any
 
 import torch
@@ -49,6 +50,41 @@ def require_checkpoint(path: str | os.PathLike) -> None:
         )
 
 
+class TorchScriptCheckpointError(UserError, ValueError):
+    """A TorchScript model where a checkpoint of weights is expected."""
+
+
+def refuse_torchscript(path: str | os.PathLike) -> None:
+    """Raise ``TorchScriptCheckpointError`` when ``path`` is a TorchScript archive (a zip holding ``code/``)."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        scripted = any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+    if scripted:
+        raise TorchScriptCheckpointError(
+            f"{path}: a TorchScript model, not a checkpoint of weights; run it with configs/inference_torchscript.json "
+            "(it loads models/model.ts), or point --ckpt_dir at the folder holding the model.pt that training wrote"
+        )
+
+
+def verify_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> None:
+    """Check, before any engine runs, that ``path`` holds weights that load safely into ``network``.
+
+    Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError`` or
+    ``CheckpointMismatchError``, each one line naming the file: refused inside a running engine, ignite and
+    MONAI's handlers would each log the same fault with a traceback first.
+    """
+    require_checkpoint(path)
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    problem = weights_mismatch(network.state_dict(), state) if isinstance(state, dict) else "it holds no state dict"
+    if problem:
+        raise CheckpointMismatchError(
+            f"{path}: does not fit the configured network: {problem}; use the model_config.json written beside it "
+            "by training, or the network overrides it was trained with"
+        )
+
+
 def unsafe_checkpoint_message(path: str | os.PathLike) -> str:
     """The one-line refusal for ``path``, shared by every loader."""
     return (
@@ -59,7 +95,9 @@ def unsafe_checkpoint_message(path: str | os.PathLike) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
-    """``torch.load(path, weights_only=True)``, refusing pickled objects with ``UnsafeCheckpointError``."""
+    """``torch.load(path, weights_only=True)``, refusing pickled objects with ``UnsafeCheckpointError`` and a
+    TorchScript archive with ``TorchScriptCheckpointError``."""
+    refuse_torchscript(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -77,6 +115,7 @@ class SafeCheckpointLoader(CheckpointLoader):
 
     def __call__(self, engine: Engine) -> None:
         require_checkpoint(self.load_path)
+        refuse_torchscript(self.load_path)
         try:
             super().__call__(engine)
         except pickle.UnpicklingError as error:
