@@ -115,3 +115,21 @@ def test_a_png_declaring_too_many_pixels_is_refused_before_it_is_decoded(tmp_pat
     _slice(tmp_path / "in" / "big.png")
     assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir, "--refuse_oversized#max_pixels", "1919") == 1
     assert "big.png: declares 1920 pixels, more than the 1919 a slice may have; not decoded" in capsys.readouterr().err
+
+
+def test_continue_refuses_other_settings_and_redoes_an_output_that_does_not_read_back(tmp_path, ckpt_dir, capsys):
+    for name in ("a", "b"):
+        _slice(tmp_path / "in" / f"{name}.png")
+    out = tmp_path / "out"
+    assert _infer(tmp_path / "in", out, ckpt_dir) == 0
+    assert _infer(tmp_path / "in", out, ckpt_dir, "--continue", "--threshold", "0.7") == 1
+    assert "--continue would keep outputs made otherwise: threshold was 0.5, now 0.7" in capsys.readouterr().err
+    (out / "a_seg.nii.gz").write_bytes(b"")  # a truncated mask, as a full disk or a hand copy leaves it
+    kept = (out / "b_seg.nii.gz").stat().st_mtime_ns
+    assert _infer(tmp_path / "in", out, ckpt_dir, "--continue") == 0
+    assert (out / "a_seg.nii.gz").stat().st_size > 0 and (out / "b_seg.nii.gz").stat().st_mtime_ns == kept
+    statuses = {
+        Path(entry["input"]).name: entry["status"]
+        for entry in json.loads((out / "inference_record.json").read_text())["inputs"]
+    }
+    assert statuses == {"a.png": "written", "b.png": "skipped"}

@@ -4,6 +4,7 @@ masks, overlays, SEGs and a record."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 # The resolved config values an inference record keeps beside the command's own settings.
 RECORDED_VALUES = ("device", "threshold", "image_size")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# The settings that change what a mask holds: --continue keeps earlier outputs only where they all agree.
+MASK_SETTINGS = ("threshold", "image_size", "flip_tta", "keep_largest_component", "fill_holes", "folds", "output_ext")
 # The names SaveImaged gives outputs in configs/inference.json (its output_postfix).
 MASK_POSTFIX, PROBABILITY_POSTFIX = "seg", "prob"
 
@@ -169,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
         unusable = [InputOutcome(str(path), [], FAILED, line) for path, line in found.left_out.items()]
         unusable += [InputOutcome(line.split(": ", 1)[0], [], FAILED, line) for line in dicom_failures]
         unusable += [InputOutcome(str(path), [], SKIPPED, line) for path, line in found.notes.items()]
+        if args.skip_complete and (difference := earlier_settings_differ(output, recorded, weights)):
+            raise UserError(
+                f"{output}: --continue would keep outputs made otherwise: {difference}; write into a new folder, "
+                "or pass --overwrite"
+            )
         for key in pending:
             outcomes[key].status = PENDING
 
@@ -289,8 +297,52 @@ def _report_not_segmented(lines: Sequence[str]) -> None:
 
 
 def _complete(outputs: Sequence[str]) -> bool:
-    # Every output is written atomically: a file that exists is whole.
-    return all(Path(output).is_file() for output in outputs)
+    """Every output exists and reads back whole (a file copied in by hand, or truncated, is done again)."""
+    return all(output_reads_back(Path(output)) for output in outputs)
+
+
+def output_reads_back(path: Path) -> bool:
+    """Whether the mask, probability map, overlay or SEG at ``path`` exists and its pixels decode."""
+    if not path.is_file():
+        return False
+    try:
+        if path.name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            nib.load(path).get_fdata()
+        elif path.suffix == ".dcm":
+            import pydicom
+
+            pydicom.dcmread(path).pixel_array  # noqa: B018 (decoding is the check)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.load()
+    except Exception:  # any fault to read it back means the output is not there to keep
+        return False
+    return True
+
+
+def earlier_settings_differ(output: Path, recorded: dict, weights: dict) -> str | None:
+    """What differs between this run and the run whose record is in ``output``, for the settings that change a
+    mask and for the weights; None when they agree or there is no record to compare with."""
+    from pipeline.reports.inference_record import RECORD_NAME
+
+    path = output / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        earlier_settings, earlier_weights = earlier["settings"], earlier["weights"]
+    except (ValueError, KeyError, TypeError):
+        return f"{path} cannot be read, so the earlier outputs' settings are unknown"
+    for key in MASK_SETTINGS:
+        if earlier_settings.get(key) != recorded.get(key):
+            return f"{key} was {json.dumps(earlier_settings.get(key))}, now {json.dumps(recorded.get(key))}"
+    if earlier_weights.get("sha256") != weights.get("sha256"):
+        return f"the weights differ (sha256 {earlier_weights.get('sha256')} then, {weights.get('sha256')} now)"
+    return None
 
 
 def planned_outputs(source: Path, settings: dict) -> list[str]:
