@@ -142,3 +142,11 @@ def test_fold_models_of_other_recipes_are_not_joined(tmp_path):
     (second / MODEL_CONFIG_FILE).write_text(json.dumps({**DEFINITION, "image_size": 64}))
     with pytest.raises(UserError, match="differs from fold 1's definition"):
         assemble_fold_ensemble({1: first, 2: second}, tmp_path / "ensemble")
+
+
+def test_the_exported_training_config_trains_one_member_of_the_ensemble():
+    from pipeline.export.standalone import trained_network
+
+    member = {"_target_": "pipeline.networks.UNet2D", "features": [16, 32, 64, 128, 256]}
+    ensemble = {"_target_": "pipeline.networks.ProbabilityEnsemble", "member": member, "folds": [1, 4]}
+    assert trained_network(ensemble) == member and trained_network(member) == member

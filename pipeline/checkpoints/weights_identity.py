@@ -10,10 +10,7 @@ from typing import Any
 from pipeline.checkpoints.model_config import read_model_config
 from pipeline.checkpoints.safe_loading import load_checkpoint
 from pipeline.export.package import sha256_of
-from pipeline.networks.ensemble import state_digest
-
-ENSEMBLE_TARGET = "pipeline.networks.ProbabilityEnsemble"
-MEMBER_PREFIX = "members."
+from pipeline.networks.ensemble import ENSEMBLE_TARGET, MEMBER_PREFIX, state_digest
 
 
 def describe_weights(weights: str | os.PathLike, folds: Sequence[int] | None = None) -> dict[str, Any]:

@@ -18,8 +18,7 @@ import torch
 
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.checkpoints import MODEL_CONFIG_FILE, load_checkpoint, read_model_config
-from pipeline.checkpoints.weights_identity import ENSEMBLE_TARGET, MEMBER_PREFIX
-from pipeline.networks.ensemble import state_digest
+from pipeline.networks.ensemble import ENSEMBLE_TARGET, MEMBER_PREFIX, state_digest
 from pipeline.user_errors import UserError
 
 MODEL_FILE = "model.pt"

@@ -18,6 +18,7 @@ from monai.bundle.utils import ID_SEP_KEY
 from pipeline.atomic import write_text_atomic
 from pipeline.bundle_configs import bundle_config_files, merged_config
 from pipeline.export.torchscript import TORCHSCRIPT_CONFIG
+from pipeline.networks.ensemble import ENSEMBLE_TARGET
 
 # The configs a single-file tool runs; the rest (evaluate.json, recipes, multi-GPU) are overrides of train.json.
 STANDALONE_CONFIGS = ("train.json", "inference.json", TORCHSCRIPT_CONFIG)
@@ -37,7 +38,17 @@ def write_standalone_configs(bundle_dir: Path) -> None:
             content = merged_config(bundle_config_files(bundle_dir, [name]))
             if name == TORCHSCRIPT_CONFIG:
                 content = reachable_config(content)
+            if name == "train.json":
+                content["network_def"] = trained_network(content["network_def"])
             write_text_atomic(path, json.dumps(content, indent=4) + "\n")
+
+
+def trained_network(network_def: Any) -> Any:
+    """The network one training run trains: a fold ensemble's member (``crossval`` trains one per fold and joins
+    them), any other definition as it is."""
+    if isinstance(network_def, dict) and network_def.get("_target_") == ENSEMBLE_TARGET:
+        return network_def["member"]
+    return network_def
 
 
 def reachable_config(config: dict[str, Any]) -> dict[str, Any]:

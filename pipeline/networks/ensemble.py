@@ -11,6 +11,9 @@ from torch import nn
 
 from pipeline.user_errors import UserError
 
+# How configs name the ensemble, and the prefix of each member's weights in its state dict.
+ENSEMBLE_TARGET = "pipeline.networks.ProbabilityEnsemble"
+MEMBER_PREFIX = "members."
 # Probabilities are clamped to this before the log, so a certain pixel gives a finite logit.
 SMALLEST_PROBABILITY = 1e-30
 
