@@ -21,7 +21,6 @@ import torch
 from pipeline.atomic import write_text_atomic
 
 MULTI_GPU_TRAIN_CONFIG = "multi_gpu_train.json"
-MULTI_GPU_EVALUATE_CONFIG = "multi_gpu_evaluate.json"
 
 
 def world_size() -> int:

@@ -19,7 +19,6 @@ from pipeline.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
-FIGSHARE_DOI = "10.6084/m9.figshare.1512427"
 FIGSHARE_DOWNLOAD_BASE = "https://figshare.com/ndownloader/files"
 HASH_TYPE = "md5"
 PART_SUFFIX = ".part"
