@@ -1,10 +1,17 @@
 """OverlapTileInferer: whole-image segmentation with a valid-padding U-Net, tile by tile."""
 
+import json
+import subprocess
+import sys
+
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.inferers import Inferer
+from PIL import Image
 
+from pipeline import default_bundle_dir
 from pipeline.inferers import OverlapTileInferer
 from pipeline.inferers.overlap_tile import mirror_pad
 from pipeline.networks import UNet2D
@@ -107,3 +114,35 @@ def test_network_whose_margin_differs_raises_a_clear_error():
 def test_constructor_rejects_tiles_that_cannot_be_stitched(kwargs, fault):
     with pytest.raises(ValueError, match=fault):
         OverlapTileInferer(**kwargs)
+
+
+def test_the_valid_padding_config_segments_whole_slices_through_overlap_tiles(tmp_path):
+    """``configs/inference_valid_padding.json`` over ``inference.json``, through MONAI's own CLI: the paper's
+    network (narrowed here) with the overlap-tile inferer, masks at each slice's own size."""
+    features = [4, 8, 16, 32, 64]
+    network = UNet2D(in_channels=1, out_channels=2, features=features, norm="batch", padding="valid")
+    (tmp_path / "models").mkdir()
+    torch.save(network.state_dict(), tmp_path / "models" / "model.pt")
+    (tmp_path / "slices").mkdir()
+    for name, shape in (("a", (60, 80)), ("b", (300, 200))):
+        Image.fromarray((np.random.default_rng(0).random(shape) * 255).astype(np.uint8)).save(
+            tmp_path / "slices" / f"{name}.png"
+        )
+    configs = "['configs/inference.json','configs/inference_valid_padding.json']"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs]
+    command += ["--dataset_dir", str(tmp_path / "slices"), "--output_dir", str(tmp_path / "masks")]
+    command += ["--ckpt_dir", str(tmp_path / "models"), "--network_def#features", json.dumps(features)]
+    command += [
+        "--image_size",
+        "64",
+        "--num_workers",
+        "0",
+        "--save_overlays",
+        "False",
+        "--device",
+        "$torch.device('cpu')",
+    ]
+    result = subprocess.run(command, cwd=default_bundle_dir(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for name, shape in (("a", (80, 60)), ("b", (200, 300))):  # MONAI reads a PNG as (width, height)
+        assert nib.load(tmp_path / "masks" / f"{name}_seg.nii.gz").shape == shape

@@ -61,6 +61,7 @@ NEEDED_OVERRIDES = {
     "multi_gpu_train.json": {"device"},  # each worker's own GPU
     "multi_gpu_evaluate.json": {"device"},
     "train_cpu.json": {"image_size"},  # the recipe's training resolution
+    "inference_valid_padding.json": {"network_def"},  # the paper's valid-padding network, tiled
 }
 
 
