@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import highdicom
@@ -254,3 +255,17 @@ def test_infer_draws_a_sheet_of_each_series_with_its_masks_outline_unless_told_n
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
     assert red.sum() > 0  # the release model outlines the phantom's tumour
     assert not list(plain.rglob("*_overlay.png")) and list(plain.rglob(f"{series.series_uid}_seg.dcm"))
+
+
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="dciodvfy not on PATH: install the Debian package dicom3tools"
+)
+def test_the_seg_passes_dicom3tools_validator_without_an_error_or_a_warning(phantom_folder, tmp_path):
+    """David Clunie's ``dciodvfy`` checks the SEG against the standard's IOD: modules, attributes, value rules."""
+    series = _series(phantom_folder)[0]
+    metadata = _metadata()
+    path = write_dicom_seg(series, _test_mask(series.pixels.shape), tmp_path / "seg.dcm", metadata["name"], "0.5.0")
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    report = (result.stdout + result.stderr).splitlines()
+    assert report[0] == "Segmentation"  # the IOD it recognised and checked
+    assert [line for line in report if line.startswith(("Error", "Warning"))] == []
