@@ -150,3 +150,13 @@ def test_the_exported_training_config_trains_one_member_of_the_ensemble():
     member = {"_target_": "pipeline.networks.UNet2D", "features": [16, 32, 64, 128, 256]}
     ensemble = {"_target_": "pipeline.networks.ProbabilityEnsemble", "member": member, "folds": [1, 4]}
     assert trained_network(ensemble) == member and trained_network(member) == member
+
+
+def test_a_shipped_ensemble_splits_back_into_the_fold_models_it_was_joined_from(tmp_path, folds):
+    from pipeline.export.fold_ensemble import split_fold_ensemble
+
+    written = split_fold_ensemble(tmp_path / "ensemble", {2: tmp_path / "again_2", 3: tmp_path / "again_3"})
+    assert written == [2]
+    original = torch.load(folds[2] / "model.pt", weights_only=True)["model"]
+    assert state_digest(torch.load(tmp_path / "again_2" / "model.pt", weights_only=True)) == state_digest(original)
+    assert json.loads((tmp_path / "again_2" / MODEL_CONFIG_FILE).read_text()) == DEFINITION

@@ -39,6 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--summary-only", action="store_true", help="train nothing: write the table of the folds scored so far"
     )
     parser.add_argument(
+        "--adopt-shipped",
+        action="store_true",
+        help="take the fold models the bundle ships (models/model.pt) as the models of those folds instead of "
+        "training them again, e.g. to go on with the other folds on a new machine",
+    )
+    parser.add_argument(
         "--ship",
         action="store_true",
         help="after the table, write the ensemble of the trained folds to <bundle>/models (replacing its model) and "
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.bundle_configs import bundle_parser, write_standalone_inference
     from pipeline.commands.train import train_configs
     from pipeline.data.prepare import prepare_dataset
-    from pipeline.export.fold_ensemble import assemble_fold_ensemble
+    from pipeline.export.fold_ensemble import assemble_fold_ensemble, split_fold_ensemble
     from pipeline.export.large_files import refresh_large_file_hashes
     from pipeline.reports.crossval_summary import SUMMARY_MD, write_crossval_summary
     from pipeline.training.crossval import fold_overrides, fold_paths, run_crossval
@@ -69,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
                 if args.src is None:
                     raise UserError(f"{fold.datalist}: not prepared yet; pass --src (and --meta) to prepare it")
                 prepare_dataset(args.src, fold.folder, meta=args.meta, folds=args.fold_source, val_fold=fold.fold)
+        if args.adopt_shipped:
+            missing = {fold.fold: fold.model_dir for fold in folds if not fold.trained}
+            adopted = split_fold_ensemble(Path(args.bundle).resolve() / "models", missing)
+            print(f"adopted the shipped models of folds {adopted}" if adopted else "the bundle ships no fold to adopt")
         check_bundle_overrides(args.bundle, configs, fold_overrides(folds[0], overrides))
         epochs = bundle_parser(args.bundle, configs, overrides).get_parsed_content("epochs")
 

@@ -69,3 +69,28 @@ def assemble_fold_ensemble(
     }
     write_text_atomic(target_dir / MODEL_CONFIG_FILE, json.dumps(definition, indent=4) + "\n")
     return {"folds": folds, "members": members}
+
+
+def split_fold_ensemble(models_dir: str | os.PathLike, fold_model_dirs: Mapping[int, str | os.PathLike]) -> list[int]:
+    """Write each member of the ensemble in ``models_dir`` whose fold is a key of ``fold_model_dirs`` back out as
+    that fold's model (``model.pt`` and ``model_config.json``, atomically), the inverse of
+    :func:`assemble_fold_ensemble`; return the folds written. A single network in ``models_dir`` gives none."""
+    definition = read_model_config(models_dir) or {}
+    network = definition.get("network_def", {})
+    if not isinstance(network, dict) or network.get("_target_") != ENSEMBLE_TARGET:
+        return []
+    state = load_checkpoint(Path(models_dir) / MODEL_FILE, map_location="cpu")
+    written = []
+    for index, fold in enumerate(network["folds"]):
+        if fold not in fold_model_dirs:
+            continue
+        prefix = f"{MEMBER_PREFIX}{index}."
+        member = {name[len(prefix) :]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+        target = Path(fold_model_dirs[fold])
+        target.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target / MODEL_FILE) as tmp:
+            torch.save(member, tmp)
+        single = {**definition, "network_def": network["member"]}
+        write_text_atomic(target / MODEL_CONFIG_FILE, json.dumps(single, indent=4) + "\n")
+        written.append(fold)
+    return written
