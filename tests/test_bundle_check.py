@@ -12,6 +12,7 @@ import torch
 
 from pipeline import BUNDLE_NAME, default_bundle_dir
 from pipeline.__main__ import main
+from pipeline.bundle_configs import write_standalone_inference
 from pipeline.export.package import archive_name, write_checksum
 from pipeline.networks import UNet2D
 
@@ -24,6 +25,7 @@ def bundle(tmp_path) -> Path:
     """A copy of the repository's bundle (configs, docs, licence) to break."""
     copy = tmp_path / BUNDLE_NAME
     shutil.copytree(default_bundle_dir(), copy, ignore=shutil.ignore_patterns("models", "dist", "eval", "runs"))
+    write_standalone_inference(copy)  # without the shipped model, inference.json holds common.json's network
     return copy
 
 

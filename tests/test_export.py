@@ -21,6 +21,7 @@ from tiny_bundle import TINY_NETWORK, train_tiny
 
 from pipeline import BUNDLE_NAME, DEFAULT_SCHEMA, __version__, default_bundle_dir
 from pipeline.__main__ import main
+from pipeline.bundle_configs import write_standalone_inference
 from pipeline.data.figshare import read_figshare_slice
 from pipeline.export import BundleExportError, bundle_export, export_bundle, fetch_large_files
 from pipeline.export.zoo_verification import verify_like_model_zoo
@@ -45,6 +46,7 @@ def copy_bundle(destination: Path) -> Path:
     """A copy of the repository's bundle (configs, docs, licence) to export from without touching the original."""
     bundle = destination / BUNDLE_NAME
     shutil.copytree(default_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "dist", "eval", "runs"))
+    write_standalone_inference(bundle)  # without the shipped model, inference.json holds common.json's network
     return bundle
 
 
@@ -191,8 +193,7 @@ def test_unzipped_bundle_segments_without_pipeline_exactly_as_the_in_tree_bundle
         fill_holes=False,
         num_workers=0,
         device="$torch.device('cpu')",
-        **SHAPE_OVERRIDES,
-    )
+    )  # the network and input size come from the model_config.json training wrote beside the weights
     for name, input_name in (("a_seg.nii.gz", "a.png"), ("b_seg.nii.gz", "b.nii.gz")):
         exported_mask = np.asarray(LoadImage(image_only=True)(tmp_path / "exported_masks" / name))
         in_tree_mask = np.asarray(LoadImage(image_only=True)(tmp_path / "in_tree_masks" / name))

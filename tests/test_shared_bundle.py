@@ -20,6 +20,7 @@ from PIL import Image
 from tiny_bundle import TINY_NETWORK, TINY_TRAINING, train_tiny
 
 from pipeline import BUNDLE_NAME, DEFAULT_SCHEMA, default_bundle_dir
+from pipeline.bundle_configs import write_standalone_inference
 from pipeline.data.figshare import read_figshare_slice
 from pipeline.export import BundleExportError, export_bundle
 from pipeline.export.requirements import pinned_requirements
@@ -61,6 +62,7 @@ def shared_zip(tmp_path_factory) -> dict[str, Path]:
     train_tiny(root, seed=11)
     bundle = root / BUNDLE_NAME
     shutil.copytree(default_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "dist", "eval", "runs"))
+    write_standalone_inference(bundle)  # without the shipped model, inference.json holds common.json's network
     exported = export_bundle(bundle, root / "models" / "model.pt", TINY_NETWORK, dist_dir=root / "dist")
     with zipfile.ZipFile(exported.archive) as archive:
         archive.extractall(root / "unzipped")

@@ -53,6 +53,7 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], pa
         axes[1, column].set_xlabel("epoch")
     for axis in axes.flat:
         axis.grid(alpha=0.3)
+    fig.tight_layout()
     _save(fig, path)
 
 
