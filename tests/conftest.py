@@ -28,6 +28,17 @@ def figshare_dev256() -> Path:
     return _shared_folder("figshare-dev256")
 
 
+@pytest.fixture
+def ckpt_dir(tmp_path: Path) -> Path:
+    """A 1x1-conv network, saved without a model definition, that marks the bright half of a slice."""
+    from tiny_bundle import save_threshold_network
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_threshold_network(folder / "model.pt")
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def log_handlers_on_open_streams():
     """Point log handlers that an earlier test bound to its captured (now closed) stdout at the current one.

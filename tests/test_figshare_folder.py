@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
+from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
@@ -26,14 +26,6 @@ def figshare_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("figshare")
     synthesize_dataset(folder, patients=2, slices_per_patient=1, size=128, seed=0)
     assert (folder / CVIND_NAME).is_file()
-    return folder
-
-
-@pytest.fixture
-def ckpt_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    save_threshold_network(folder / "model.pt")
     return folder
 
 

@@ -10,21 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
+from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.inference.output_lock import LOCK_NAME
 from pipeline.networks import state_digest
-
-
-@pytest.fixture
-def ckpt_dir(tmp_path: Path) -> Path:
-    """A 1x1-conv network, saved without a model definition, that marks the bright half of a slice."""
-    folder = tmp_path / "models"
-    folder.mkdir()
-    save_threshold_network(folder / "model.pt")
-    return folder
 
 
 def _png(path: Path) -> Path:

@@ -13,18 +13,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
+from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline.__main__ import main
 from pipeline.inference.output_lock import output_folder_lock
-
-
-@pytest.fixture
-def ckpt_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    save_threshold_network(folder / "model.pt")
-    return folder
 
 
 def _infer(source: Path, output: Path, ckpt_dir: Path, *options: str) -> int:
