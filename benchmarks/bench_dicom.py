@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 from run_environment import run_environment
 
-from pipeline.dicom.phantom_series import write_phantom_series
 from pipeline.dicom.series import read_dicom_folder
+from pipeline.phantoms.dicom_series import write_phantom_series
 
 
 def write_pngs(series_dir: Path, out: Path) -> int:

@@ -24,7 +24,7 @@ from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
-from pipeline.data.phantom import make_phantom_slice
+from pipeline.phantoms.slices import make_phantom_slice
 
 
 def write_both_forms(folder: Path, count: int, size: int) -> tuple[list[dict], list[dict]]:

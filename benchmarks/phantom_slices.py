@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-from pipeline.data.phantom import synthesize_dataset
+from pipeline.phantoms.slices import synthesize_dataset
 
 SLICES_PER_PATIENT = 4
 

@@ -77,23 +77,6 @@ def run_bundle(
     return workflow
 
 
-def run_values(
-    bundle_dir: str | os.PathLike, config_names: Sequence[str], keys: Sequence[str], overrides: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The values of ``keys`` as a (non-training) ``run_bundle`` of the same arguments sees them.
-
-    The trained model's ``model_config.json`` is merged as ``run_bundle`` merges it, so ``image_size`` is the
-    one the weights were trained at.
-    """
-    config_files = bundle_config_files(bundle_dir, config_names)
-    overrides = {"bundle_root": str(Path(bundle_dir).resolve()), **overrides}
-    config_files += trained_model_config(config_files, overrides)
-    parser = ConfigParser()
-    parser.read_config([str(path) for path in config_files])
-    parser.update(overrides)
-    return {key: parser.get_parsed_content(key) for key in keys}
-
-
 def trained_model_config(config_files: Sequence[Path], overrides: dict[str, Any]) -> list[Path]:
     """``[<ckpt_dir>/model_config.json]`` where training wrote one, else ``[]``; refuses contradicting overrides."""
     parser = ConfigParser()

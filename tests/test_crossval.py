@@ -13,8 +13,8 @@ from tiny_bundle import TINY_TRAINING
 
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
-from pipeline.data.phantom import synthesize_dataset
 from pipeline.export.package import sha256_of
+from pipeline.phantoms.slices import synthesize_dataset
 from pipeline.reports.crossval_summary import crossval_table
 from pipeline.training.crossval import fold_paths, run_crossval
 

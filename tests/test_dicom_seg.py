@@ -18,18 +18,19 @@ from pydicom.uid import SegmentationStorage, generate_uid
 
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
-from pipeline.dicom.phantom_series import write_phantom_series
 from pipeline.dicom.seg_writer import write_dicom_seg
 from pipeline.dicom.series import DicomSeries, read_dicom_folder
-from pipeline.volumes import SliceSegmenter
-from pipeline.volumes.clinical import segment_dicom_folder
+from pipeline.inference.predictor import BundlePredictor
+from pipeline.inference.scans import segment_dicom_folder
+from pipeline.inference.slice_segmenter import SliceSegmenter
+from pipeline.phantoms.dicom_series import write_phantom_series
 
 SLICES, SIZE = 4, 128
 
 
 @pytest.fixture(scope="module")
 def release_segmenter() -> SliceSegmenter:
-    return SliceSegmenter.from_bundle(default_bundle_dir(), {"device": "$torch.device('cpu')"})
+    return BundlePredictor(default_bundle_dir(), {"device": "$torch.device('cpu')"}).build().slice_segmenter
 
 
 @pytest.fixture(scope="module")

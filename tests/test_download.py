@@ -11,7 +11,7 @@ from pipeline.__main__ import main
 from pipeline.data import download
 from pipeline.data.download import FIGSHARE_FILES, DownloadError, RemoteFile, fetch_files, file_url
 from pipeline.data.figshare import read_cvind
-from pipeline.data.phantom import synthesize_dataset
+from pipeline.phantoms.slices import synthesize_dataset
 
 ARCHIVES = {"brainTumorDataPublic_1-766.zip": range(1, 11), "brainTumorDataPublic_767-1532.zip": range(11, 21)}
 

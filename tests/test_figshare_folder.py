@@ -12,9 +12,9 @@ from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
-from pipeline.commands.infer import find_inputs
-from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.sources import CVIND_NAME, slice_datalist
+from pipeline.inference.discovery import find_inputs
+from pipeline.phantoms.slices import synthesize_dataset
 
 SUFFIXES = [".mat", ".png", ".nii", ".nii.gz"]
 SETTINGS = {"image_size": 32, "num_workers": 0, "network_def": THRESHOLD_NETWORK}

@@ -21,7 +21,7 @@ from pipeline.data.figshare import (
     write_cvind,
     write_figshare_slice,
 )
-from pipeline.data.phantom import make_phantom_slice
+from pipeline.phantoms.slices import make_phantom_slice
 
 MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Apr 03 10:00:00 2017 HDF5 schema 1.00 ."
 

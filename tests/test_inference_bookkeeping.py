@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from tiny_bundle import THRESHOLD_NETWORK
 
@@ -95,7 +96,7 @@ def test_a_run_that_dies_leaves_its_own_record_not_the_previous_one(tmp_path, ck
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.workflow.run_bundle", killed)
+    monkeypatch.setattr("pipeline.inference.predictor.BundlePredictor.segment_slice_files", killed)
     with pytest.raises(KeyboardInterrupt):
         _infer(tmp_path / "in", tmp_path / "out", ckpt_dir, "--overwrite", "--threshold", "0.7")
     record = json.loads((tmp_path / "out" / "inference_record.json").read_text())
@@ -125,3 +126,53 @@ def test_continue_refuses_other_settings_and_redoes_an_output_that_does_not_read
         for entry in json.loads((out / "inference_record.json").read_text())["inputs"]
     }
     assert statuses == {"a.png": "written", "b.png": "skipped"}
+
+
+def test_continue_redoes_a_mask_whose_shape_is_not_its_inputs(tmp_path, ckpt_dir):
+    for name in ("a", "b"):
+        _slice(tmp_path / "in" / f"{name}.png")
+    out = tmp_path / "out"
+    assert _infer(tmp_path / "in", out, ckpt_dir) == 0
+    # A whole, readable mask, but of another slice: the input is 48 x 40 (MONAI's width, height), this 40 x 48.
+    nib.save(nib.Nifti1Image(np.zeros((40, 48), dtype=np.uint8), np.eye(4)), out / "a_seg.nii.gz")
+    kept = (out / "b_seg.nii.gz").stat().st_mtime_ns
+    assert _infer(tmp_path / "in", out, ckpt_dir, "--continue") == 0
+    assert nib.load(out / "a_seg.nii.gz").shape[:2] == (48, 40)
+    assert (out / "b_seg.nii.gz").stat().st_mtime_ns == kept
+
+
+def test_the_output_names_come_from_the_configured_writers_in_plan_record_and_continue(tmp_path, ckpt_dir):
+    _slice(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    renamed = ("--mask_writers#0#output_postfix", "mask")
+    assert _infer(tmp_path / "in", out, ckpt_dir, *renamed) == 0
+    assert sorted(path.name for path in out.glob("[!.]*")) == ["a_mask.nii.gz", "inference_record.json"]
+    record = json.loads((out / "inference_record.json").read_text())
+    assert record["inputs"][0]["outputs"] == [str(out / "a_mask.nii.gz")]
+
+    assert _infer(tmp_path / "in", out, ckpt_dir, *renamed, "--continue") == 0
+    record = json.loads((out / "inference_record.json").read_text())
+    assert record["inputs"][0]["status"] == "skipped" and not (out / "a_seg.nii.gz").exists()
+
+
+def test_one_run_reads_the_bundle_configs_once_and_loads_the_weights_once(tmp_path, ckpt_dir, monkeypatch):
+    from monai.bundle import ConfigParser
+
+    calls = {"read_config": 0, "load": 0}
+
+    def counted(owner, name):
+        original = getattr(owner, name)
+
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, call)
+
+    counted(ConfigParser, "read_config")
+    counted(torch, "load")
+    _slice(tmp_path / "in" / "a.png")
+    _slice(tmp_path / "in" / "volume.nii.gz", np.zeros((40, 48, 3), dtype=np.float32))
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 0
+    assert (tmp_path / "out" / "a_seg.nii.gz").is_file() and (tmp_path / "out" / "volume_seg.nii.gz").is_file()
+    assert calls == {"read_config": 1, "load": 1}

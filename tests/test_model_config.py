@@ -14,8 +14,8 @@ from tiny_bundle import TINY_TRAINING, phantom_dataset
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.checkpoints import MODEL_CONFIG_FILE
-from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
+from pipeline.phantoms.slices import synthesize_dataset
 
 # A training run whose definition differs from every config default: 6-wide U-Net at 48 px, other percentiles.
 DEFINITION = {"network_def#features": [6, 12, 24, 48, 96], "image_size": 48, "intensity_percentiles": [1.0, 99.0]}

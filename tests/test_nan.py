@@ -10,9 +10,9 @@ from ignite.engine import Engine
 
 from pipeline import default_bundle_dir
 from pipeline.checkpoints import load_checkpoint
-from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.handlers import NonFiniteLossError, NonFiniteLossGuard
+from pipeline.phantoms.slices import synthesize_dataset
 from pipeline.user_errors import find_user_error
 from pipeline.workflow import run_bundle
 

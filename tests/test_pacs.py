@@ -166,7 +166,7 @@ def test_an_unknown_study_is_a_clear_nothing_found_error(orthanc, tmp_path, caps
 
 
 def test_the_dicom_command_segments_a_study_and_stores_the_seg_back(orthanc, tmp_path, capsys):
-    from pipeline.dicom.phantom_series import write_phantom_series
+    from pipeline.phantoms.dicom_series import write_phantom_series
 
     source = write_phantom_series(tmp_path / "phantom", patients=1, slices=4, size=128, seed=3)
     store_files(orthanc, source)
@@ -192,7 +192,7 @@ def test_the_dicom_command_segments_a_study_and_stores_the_seg_back(orthanc, tmp
 
 
 def test_a_series_that_cannot_be_segmented_is_named_and_the_others_are_still_stored(orthanc, tmp_path, capsys):
-    from pipeline.dicom.phantom_series import write_phantom_series
+    from pipeline.phantoms.dicom_series import write_phantom_series
 
     good = write_phantom_series(tmp_path / "phantom", patients=1, slices=4, size=128, seed=4)
     (study_uid,), (patient_id,) = uids(good, "StudyInstanceUID"), uids(good, "PatientID")

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from pipeline.__main__ import main
 from pipeline.data.figshare import read_cvind, read_figshare_slice
-from pipeline.data.phantom import make_phantom_slice, phantom_cohort, synthesize_dataset
+from pipeline.phantoms.slices import make_phantom_slice, phantom_cohort, synthesize_dataset
 
 SMALL = {"patients": 3, "slices_per_patient": 2, "size": 128}
 

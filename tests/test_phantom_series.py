@@ -9,9 +9,9 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from pipeline.__main__ import main
 from pipeline.data.errors import DatasetError
 from pipeline.data.figshare import read_figshare_slice
-from pipeline.data.phantom import phantom_cohort, synthesize_dataset
-from pipeline.dicom.phantom_series import SLICE_SPACING_MM, write_phantom_series
 from pipeline.dicom.series import read_dicom_folder
+from pipeline.phantoms.dicom_series import SLICE_SPACING_MM, write_phantom_series
+from pipeline.phantoms.slices import phantom_cohort, synthesize_dataset
 
 PATIENTS, SLICES, SIZE, SEED = 2, 3, 128, 4
 HEADERS = (

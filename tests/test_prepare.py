@@ -19,8 +19,8 @@ from PIL import Image
 
 from pipeline.__main__ import main
 from pipeline.data.figshare import FigshareMatReader, read_cvind, write_figshare_slice
-from pipeline.data.phantom import synthesize_dataset
 from pipeline.data.split import SET_NAMES
+from pipeline.phantoms.slices import synthesize_dataset
 
 DATALIST = "datalist.json"
 

@@ -198,7 +198,7 @@ def model_card_infer_lines(bundle: Path) -> list[list[str]]:
 
 def test_the_model_cards_infer_lines_run_in_the_fresh_env_from_the_unzipped_folder(fresh_python, shared_zip, tmp_path):
     """Slices, a DICOM study and a 3D NIfTI volume, each through the card's own line, in the env its README builds."""
-    from pipeline.dicom.phantom_series import write_phantom_series
+    from pipeline.phantoms.dicom_series import write_phantom_series
 
     bundle = shared_zip["bundle"]
     write_slices(shared_zip["raw"], bundle / "my_slices")

@@ -13,9 +13,10 @@ from tiny_bundle import THRESHOLD_NETWORK, save_threshold_network
 
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
-from pipeline.data.phantom import make_phantom_slice
-from pipeline.volumes import SliceSegmenter
-from pipeline.volumes.clinical import slice_axis
+from pipeline.inference.predictor import BundlePredictor
+from pipeline.inference.scans import slice_axis
+from pipeline.inference.slice_segmenter import SliceSegmenter
+from pipeline.phantoms.slices import make_phantom_slice
 
 CPU = "$torch.device('cpu')"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -51,7 +52,7 @@ def _cli(overrides: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def release_segmenter() -> SliceSegmenter:
-    return SliceSegmenter.from_bundle(default_bundle_dir(), {"device": CPU})
+    return BundlePredictor(default_bundle_dir(), {"device": CPU}).build().slice_segmenter
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_a_slice_inside_a_volume_gets_the_mask_it_gets_as_a_png_in_every_orienta
 
 
 def test_the_mask_maps_back_to_the_volumes_voxels_under_any_affine(threshold_model):
-    segmenter = SliceSegmenter.from_bundle(default_bundle_dir(), {**threshold_model, "device": CPU})
+    segmenter = BundlePredictor(default_bundle_dir(), {**threshold_model, "device": CPU}).build().slice_segmenter
     volume = np.zeros((32, 32, 32), dtype=np.float32)
     volume[4:20, 6:14, 3:29] = 100.0
     volume[4:10, 14:26, 3:29] = 100.0  # an L in every slice, so a flip or transpose would show

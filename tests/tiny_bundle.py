@@ -30,8 +30,8 @@ def save_threshold_network(path) -> None:
 
 def phantom_dataset(root, seed: int, patients: int = 10):
     """Phantom figshare slices (2 per patient, 128 px) in ``root/raw``, prepared into ``root/dataset``; returns it."""
-    from pipeline.data.phantom import synthesize_dataset
     from pipeline.data.prepare import prepare_dataset
+    from pipeline.phantoms.slices import synthesize_dataset
 
     synthesize_dataset(root / "raw", patients=patients, slices_per_patient=2, size=128, seed=seed)
     prepare_dataset(root / "raw", root / "dataset", seed=seed)

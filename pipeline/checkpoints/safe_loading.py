@@ -67,8 +67,9 @@ def refuse_torchscript(path: str | os.PathLike) -> None:
         )
 
 
-def verify_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> None:
-    """Check, before any engine runs, that ``path`` holds weights that load safely into ``network``.
+def verify_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Check, before any engine runs, that ``path`` holds weights that load safely into ``network``, and return
+    them (the state dict, on the CPU).
 
     Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError`` or
     ``CheckpointMismatchError``, each one line naming the file: refused inside a running engine, ignite and
@@ -83,6 +84,7 @@ def verify_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> None
             f"{path}: does not fit the configured network: {problem}; use the model_config.json written beside it "
             "by training, or the network overrides it was trained with"
         )
+    return state
 
 
 def unsafe_checkpoint_message(path: str | os.PathLike) -> str:

@@ -44,8 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run every stage of the pipeline into ``args.out`` and print the test Dice per tumour type."""
-    from pipeline.data.phantom import synthesize_dataset
     from pipeline.data.prepare import prepare_dataset
+    from pipeline.phantoms.slices import synthesize_dataset
     from pipeline.workflow import check_bundle_overrides, run_bundle
 
     out = args.out.resolve()

@@ -20,7 +20,7 @@ from pipeline.user_errors import UserError
 
 if TYPE_CHECKING:
     from pipeline.dicom.pacs import PacsNode, SeriesInfo
-    from pipeline.volumes.segmenter import SliceSegmenter
+    from pipeline.inference.slice_segmenter import SliceSegmenter
 
 DEFAULT_CALLING_AET = "BRAINSEG"
 # The modality the model segments; other series of a study (a SEG of an earlier run, say) are skipped.
@@ -77,16 +77,15 @@ def ae_title(value: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Query, retrieve, segment and store; 1 when any series failed."""
     from pipeline.dicom.pacs import PacsNode, echo, find_series
+    from pipeline.inference.predictor import BundlePredictor
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
-    from pipeline.volumes.segmenter import SliceSegmenter
-    from pipeline.workflow import check_bundle_overrides
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
-    check_bundle_overrides(args.bundle, ["inference.json"], overrides)
+    predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()
     if not args.overwrite:
         refuse_non_empty_folder(output, "the retrieved series and the SEGs")
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_folder(output, INFER_MIN_FREE_BYTES)
     print(f"loading the model of {args.bundle}", flush=True)
-    segmenter = SliceSegmenter.from_bundle(args.bundle, overrides)
+    segmenter = predictor.build().slice_segmenter
     failures: list[str] = []
     failed = 0
     for number, series in enumerate(wanted, 1):
@@ -133,7 +132,7 @@ def _segment_series(
     """Retrieve, segment and (unless ``--no-store``) store back one series; its problems, one line each naming
     the series or its files."""
     from pipeline.dicom.pacs import get_series, store_files
-    from pipeline.volumes.clinical import segment_dicom_folder
+    from pipeline.inference.scans import segment_dicom_folder
 
     folder = output / "retrieved" / series.study_uid / series.series_uid
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's instances, which the server may no longer hold

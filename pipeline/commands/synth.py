@@ -6,9 +6,9 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from pipeline.data.phantom_defaults import DEFAULT_PATIENTS, DEFAULT_SIZE, DEFAULT_SLICES_PER_PATIENT, FOLDS, MIN_SIZE
 from pipeline.data.sources import CVIND_NAME
 from pipeline.data.tumor_types import TUMOR_TYPES
+from pipeline.phantoms.defaults import DEFAULT_PATIENTS, DEFAULT_SIZE, DEFAULT_SLICES_PER_PATIENT, FOLDS, MIN_SIZE
 from pipeline.user_errors import UserError
 
 
@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Write the phantom dataset and print a one-line summary."""
-    from pipeline.data.phantom import phantom_cohort, synthesize_dataset
+    from pipeline.phantoms.slices import phantom_cohort, synthesize_dataset
 
     for flag, value, least in (
         ("--patients", args.patients, 1),
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     counts = Counter(patient.tumor_type for patient in phantom_cohort(args.patients, args.seed))
     per_type = ", ".join(f"{counts[code]} {name}" for code, name in TUMOR_TYPES.items())
     if args.format == "dicom":
-        from pipeline.dicom.phantom_series import write_phantom_series
+        from pipeline.phantoms.dicom_series import write_phantom_series
 
         paths = write_phantom_series(args.out, args.patients, args.slices, args.size, args.seed)
         print(

@@ -234,6 +234,15 @@ def read_figshare_slice(path: PathLike, **h5py_kwargs) -> FigshareSlice:
     )
 
 
+def stored_image_shape(path: PathLike) -> tuple[int, ...]:
+    """The shape of the slice in ``path`` as the reader hands it to MONAI (columns, rows), from the HDF5 header
+    alone."""
+    with _open_mat73(path) as mat, _damage_reported(path):
+        if not isinstance(mat.get("cjdata"), h5py.Group):
+            raise FigshareFormatError(f"{path}: has no 'cjdata' struct, so it is not a figshare slice file")
+        return tuple(_dataset(mat["cjdata"], "image", path, "/cjdata").shape)
+
+
 def _mat73_user_block() -> bytes:
     """The 512-byte user block MATLAB puts in front of the HDF5 data of a v7.3 MAT-file."""
     platform = MATLAB_PLATFORMS.get(sys.platform, "GLNXA64")

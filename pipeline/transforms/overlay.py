@@ -28,17 +28,6 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]
     return rgb
 
 
-def overlay_path(
-    source: str | os.PathLike, output_dir: str | os.PathLike, data_root_dir: str | os.PathLike = ""
-) -> Path:
-    """Where ``SaveOverlayd`` saves the overlay of ``source``: ``<stem>_overlay.png`` in ``output_dir``, below
-    which the folder of ``source`` relative to ``data_root_dir`` is kept when that is given."""
-    source = Path(source)
-    stem = source.name.removesuffix(".gz").rsplit(".", 1)[0]
-    folder = Path(output_dir) / os.path.relpath(source.parent, data_root_dir) if data_root_dir else Path(output_dir)
-    return folder / f"{stem}_overlay.png"
-
-
 class SaveOverlayd(MapTransform):
     """Save ``<input name>_overlay.png`` showing the predicted outline over the input image.
 
@@ -68,6 +57,15 @@ class SaveOverlayd(MapTransform):
         self.output_dir = Path(output_dir)
         self.data_root_dir = data_root_dir
 
+    def output_path(self, source: str | os.PathLike) -> Path:
+        """Where the overlay of the input ``source`` is saved: ``<stem>_overlay.png`` in ``output_dir``, below which
+        the folder of ``source`` relative to ``data_root_dir`` is kept when that is given."""
+        source = Path(source)
+        stem = source.name.removesuffix(".gz").rsplit(".", 1)[0]
+        if not self.data_root_dir:
+            return self.output_dir / f"{stem}_overlay.png"
+        return self.output_dir / os.path.relpath(source.parent, self.data_root_dir) / f"{stem}_overlay.png"
+
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         image = d[self.image_key]
@@ -79,6 +77,6 @@ class SaveOverlayd(MapTransform):
                 size = tuple(mask.shape)
                 picture = torch.nn.functional.interpolate(picture[None, None], size=size, mode="bilinear")[0, 0]
             rgb = overlay_rgb(picture.numpy().T, mask.numpy().T > 0)
-            with atomic_path(overlay_path(source, self.output_dir, self.data_root_dir)) as tmp:
+            with atomic_path(self.output_path(source)) as tmp:
                 Image.fromarray(rgb).save(tmp, format="PNG")
         return d

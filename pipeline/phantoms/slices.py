@@ -18,15 +18,15 @@ from scipy import ndimage
 
 from pipeline.data.errors import DatasetError
 from pipeline.data.figshare import write_cvind, write_figshare_slice
-from pipeline.data.phantom_defaults import (
+from pipeline.data.sources import CVIND_NAME
+from pipeline.data.tumor_types import TUMOR_TYPES
+from pipeline.phantoms.defaults import (
     DEFAULT_PATIENTS,
     DEFAULT_SIZE,
     DEFAULT_SLICES_PER_PATIENT,
     FOLDS,
     MIN_SIZE,
 )
-from pipeline.data.sources import CVIND_NAME
-from pipeline.data.tumor_types import TUMOR_TYPES
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,24 @@
 """The bundle's 2D model applied slice by slice to a 3D volume, in the in-plane orientation it was trained on.
 
-The network, its weights, the slice preprocessing, the inferer and the mask post-processing are those of
-``configs/inference.json`` (with ``<ckpt_dir>/model_config.json`` merged last, as every stage merges it): the
-same components that segment a 2D slice file segment each slice of a volume. Only how the slices are cut from
-the volume, batched, and put back is defined here.
+The network, its weights, the slice preprocessing, the inferer and the mask post-processing are the components
+:class:`~pipeline.inference.predictor.BundlePredictor` built from ``configs/inference.json``: the same objects
+that segment a 2D slice file segment each slice of a volume. Only how the slices are cut from the volume,
+batched, and put back is defined here.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
-from ignite.engine import Engine
-from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.networks import eval_mode
 from monai.transforms import Compose
 
-from pipeline.bundle_configs import bundle_config_files
 from pipeline.transforms.finite import NonFiniteImageError
-from pipeline.workflow import check_bundle_overrides, trained_model_config
 
 # The axis codes that put every slice of a volume in the training slices' layout. The model was trained on
 # slices as MONAI reads PNG/MAT files: index [column, row] of the displayed image. In the radiological display
@@ -36,8 +29,8 @@ TRAINING_AXCODES = ("L", "P", "I")
 
 
 class SliceSegmenter:
-    """The bundle's trained network, slice preprocessing and mask post-processing (configs/inference.json,
-    with the model_config.json written beside the weights), applied slice by slice to a volume.
+    """The bundle's trained network, slice preprocessing and mask post-processing, applied slice by slice to a
+    volume.
 
     Args:
         network: the network, its weights loaded, on ``device``.
@@ -77,39 +70,6 @@ class SliceSegmenter:
         self.batch_size = max(1, int(batch_size))
         self.name = name
         self.version = version
-
-    @classmethod
-    def from_bundle(cls, bundle_dir: Path, overrides: Mapping[str, Any] | None = None) -> SliceSegmenter:
-        """The segmenter ``configs/inference.json`` of ``bundle_dir`` defines, with ``overrides`` (config keys, as
-        ``python -m pipeline infer`` takes them) and the trained model's ``model_config.json``; weights loaded.
-
-        Raises ``UserError`` for an override that fits no key, one that contradicts the trained model, and for
-        missing, unsafe or mismatched weights.
-        """
-        bundle_dir = Path(bundle_dir).resolve()
-        overrides = {"bundle_root": str(bundle_dir), **(overrides or {})}
-        check_bundle_overrides(bundle_dir, ["inference.json"], overrides)
-        config_files = bundle_config_files(bundle_dir, ["inference.json"])
-        config_files += trained_model_config(config_files, overrides)
-        parser = ConfigParser()
-        parser.read_config([str(path) for path in config_files])
-        parser.update(overrides)
-        # The bundle's own checkpoint handler loads the weights into ``network``; it only needs an engine to
-        # report to, and a bare one has nothing to resume.
-        parser.get_parsed_content("checkpoint_loader")(Engine(lambda engine, batch: None))
-        metadata = json.loads((bundle_dir / "configs" / "metadata.json").read_text(encoding="utf-8"))
-        return cls(
-            network=parser.get_parsed_content("network"),
-            inferer=parser.get_parsed_content("inferer"),
-            slice_transforms=Compose(parser.get_parsed_content("slice_transforms")),
-            probability_transforms=Compose(parser.get_parsed_content("probability_transforms")),
-            mask_transforms=Compose(parser.get_parsed_content("mask_transforms")),
-            device=parser.get_parsed_content("device"),
-            amp_dtype=parser.get_parsed_content("amp_dtype") if parser.get_parsed_content("amp") else None,
-            batch_size=parser.get_parsed_content("slice_batch_size"),
-            name=str(metadata.get("name", bundle_dir.name)),
-            version=str(metadata.get("version", "")),
-        )
 
     def segment(self, volume: np.ndarray, affine: np.ndarray, slice_axis: int) -> np.ndarray:
         """uint8 {0,1} mask with ``volume``'s shape; ``affine`` is RAS+ (used to bring each slice to the

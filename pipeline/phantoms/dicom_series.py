@@ -19,9 +19,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRIm
 
 from pipeline.atomic import atomic_path
 from pipeline.data.errors import DatasetError
-from pipeline.data.phantom import PhantomPatient, patient_slices, phantom_cohort
-from pipeline.data.phantom_defaults import MIN_SIZE
 from pipeline.data.tumor_types import TUMOR_TYPES
+from pipeline.phantoms.defaults import MIN_SIZE
+from pipeline.phantoms.slices import PhantomPatient, patient_slices, phantom_cohort
 
 FIELD_OF_VIEW_MM = 250.0
 SLICE_THICKNESS_MM = 6.0

@@ -9,6 +9,7 @@ below the output folder, and each is written atomically.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -17,9 +18,10 @@ import numpy as np
 from pipeline.atomic import atomic_path
 from pipeline.dicom.seg_writer import write_dicom_seg
 from pipeline.dicom.series import DicomSeries, read_dicom_folder
+from pipeline.inference.record import FAILED, WRITTEN, InputOutcome
+from pipeline.inference.slice_segmenter import SliceSegmenter
 from pipeline.reports.figures import plot_mask_over_slices
 from pipeline.user_errors import find_user_error
-from pipeline.volumes.segmenter import SliceSegmenter
 
 SEG_SUFFIX = "_seg.dcm"
 NIFTI_MASK_SUFFIX = "_seg.nii.gz"
@@ -43,17 +45,14 @@ def series_outputs(
     return [stem.with_name(stem.name + suffix) for suffix in suffixes]
 
 
-def segment_series(
-    series: DicomSeries, outputs: list[Path], segmenter: SliceSegmenter, algorithm_version: str | None = None
-) -> list[Path]:
+def segment_series(series: DicomSeries, outputs: list[Path], segmenter: SliceSegmenter) -> list[Path]:
     """Segment ``series`` and write its SEG to ``outputs[0]``, and, for the later ``outputs`` named as
     :func:`series_outputs` names them, the mask as NIfTI and a sheet of the slices with the mask's outline.
 
-    The algorithm is named after the segmenter's bundle, with ``algorithm_version`` (default: the bundle's).
+    The algorithm is named after the segmenter's bundle and its version.
     """
     mask = segmenter.segment(series.pixels.transpose(2, 1, 0), series.affine, slice_axis=2).transpose(2, 1, 0)
-    version = segmenter.version if algorithm_version is None else algorithm_version
-    written = [write_dicom_seg(series, mask, outputs[0], segmenter.name, version)]
+    written = [write_dicom_seg(series, mask, outputs[0], segmenter.name, segmenter.version)]
     for path in outputs[1:]:
         if path.name.endswith(OVERLAY_SUFFIX):
             shown = np.unique(np.linspace(0, len(mask) - 1, min(len(mask), OVERLAY_SLICES)).round().astype(int))
@@ -81,27 +80,53 @@ def segment_dicom_folder(
     output_dir: Path,
     segmenter: SliceSegmenter,
     nifti_copy: bool = False,
-    algorithm_version: str | None = None,
 ) -> tuple[list[Path], list[str]]:
     """One DICOM SEG per series found in ``path`` (and a NIfTI mask per series when ``nifti_copy``); returns the
     files written and the failure lines (from read_dicom_folder plus any series that failed).
 
     ``path`` is a DICOM file or a folder (searched with its subfolders). Outputs are placed by
-    :func:`series_outputs`. A series that cannot be segmented or written is one failure line naming it and the
-    reason; the other series are still processed. Raises ``UserError`` when ``path`` does not exist.
+    :func:`series_outputs` and written by :func:`segment_scans`, as ``infer`` writes them. Raises ``UserError``
+    when ``path`` does not exist.
     """
     path = Path(path)
     series_list, failures = read_dicom_folder(path)
     root = path if path.is_dir() else path.parent
-    written: list[Path] = []
-    for series in series_list:
+    outcomes: dict[Path | str, InputOutcome] = {
+        series.series_uid: InputOutcome(
+            series.label, [str(p) for p in series_outputs(series, output_dir, root, nifti_copy)]
+        )
+        for series in series_list
+    }
+    segment_scans([], series_list, outcomes, segmenter)
+    written = [Path(output) for outcome in outcomes.values() if outcome.status == WRITTEN for output in outcome.outputs]
+    return written, failures + [outcome.reason for outcome in outcomes.values() if outcome.status == FAILED]
+
+
+def segment_scans(
+    volumes: Sequence[Path],
+    series: Sequence[DicomSeries],
+    outcomes: dict[Path | str, InputOutcome],
+    segmenter: SliceSegmenter,
+    on_each: Callable[[], object] = lambda: None,
+) -> None:
+    """Segment the NIfTI ``volumes`` and the DICOM ``series`` with ``segmenter`` into their planned outputs,
+    marking each outcome written, or failed with the reason (the others go on), and calling ``on_each`` after
+    each (the record is rewritten there)."""
+    for path in volumes:
         try:
-            written += segment_series(
-                series, series_outputs(series, output_dir, root, nifti_copy), segmenter, algorithm_version
-            )
-        except Exception as error:  # one series' odd header must not cost the others their SEG
-            failures.append(failure_line(series.label, error))
-    return written, failures
+            segment_nifti_volume(path, Path(outcomes[path].outputs[0]), segmenter)
+            outcomes[path].status = WRITTEN
+        except Exception as error:  # whatever one volume trips on is reported with it, not raised
+            outcomes[path].status, outcomes[path].reason = FAILED, failure_line(str(path), error)
+        on_each()
+    for item in series:
+        outcome = outcomes[item.series_uid]
+        try:
+            segment_series(item, [Path(path) for path in outcome.outputs], segmenter)
+            outcome.status = WRITTEN
+        except Exception as error:  # an odd header of one series must not cost the others their SEG
+            outcome.status, outcome.reason = FAILED, failure_line(item.label, error)
+        on_each()
 
 
 def failure_line(name: str, error: Exception) -> str:
