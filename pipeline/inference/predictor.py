@@ -101,7 +101,9 @@ class BundlePredictor:
         Raises ``InputFailuresError`` listing the files that could not be read, after the others are written.
         """
         # The weights are in the network already, checked; the config's loader is there for monai.bundle run.
-        self.value("evaluator").remove_event_handler(self.value("checkpoint_loader"), Events.STARTED)
+        evaluator, loader = self.value("evaluator"), self.value("checkpoint_loader")
+        if evaluator.has_event_handler(loader, Events.STARTED):
+            evaluator.remove_event_handler(loader, Events.STARTED)
         self.workflow.run()
         self.workflow.finalize()
 
