@@ -176,3 +176,28 @@ def test_one_run_reads_the_bundle_configs_once_and_loads_the_weights_once(tmp_pa
     assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 0
     assert (tmp_path / "out" / "a_seg.nii.gz").is_file() and (tmp_path / "out" / "volume_seg.nii.gz").is_file()
     assert calls == {"read_config": 1, "load": 1}
+
+
+def test_the_record_is_rewritten_as_slices_finish_so_a_killed_run_says_which_are_done(tmp_path, ckpt_dir, monkeypatch):
+    from pipeline.engines import FailureTolerantEvaluator
+
+    for name in ("a", "b"):
+        _slice(tmp_path / "in" / f"{name}.png")
+    iteration = FailureTolerantEvaluator._iteration
+
+    def killed_at_the_second(self, engine, batch):
+        if engine.state.iteration == 2:
+            raise KeyboardInterrupt
+        return iteration(self, engine, batch)
+
+    monkeypatch.setattr(FailureTolerantEvaluator, "_iteration", killed_at_the_second)
+    monkeypatch.setattr("pipeline.commands.infer.RECORD_INTERVAL", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        _infer(tmp_path / "in", tmp_path / "out", ckpt_dir)
+    record = json.loads((tmp_path / "out" / "inference_record.json").read_text())
+    assert record["state"] == "running"
+    assert {Path(entry["input"]).name: entry["status"] for entry in record["inputs"]} == {
+        "a.png": "written",
+        "b.png": "pending",
+    }
+    assert (tmp_path / "out" / "a_seg.nii.gz").is_file() and not (tmp_path / "out" / "b_seg.nii.gz").exists()

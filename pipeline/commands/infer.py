@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 # The resolved config values an inference record keeps beside the command's own settings.
 RECORDED_VALUES = ("device", "threshold", "image_size")
+# While slices are being written, the record is rewritten at most this often (seconds): a folder of thousands of
+# slices would otherwise rewrite a record of thousands of entries after each one.
+RECORD_INTERVAL = 2.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -97,7 +101,15 @@ def run(args: argparse.Namespace) -> int:
         refuse_shared_outputs,
     )
     from pipeline.inference.predictor import BundlePredictor
-    from pipeline.inference.record import FAILED, PENDING, SKIPPED, InputOutcome, write_inference_record
+    from pipeline.inference.record import (
+        FAILED,
+        PENDING,
+        RECORD_NAME,
+        SKIPPED,
+        WRITTEN,
+        InputOutcome,
+        write_inference_record,
+    )
     from pipeline.inference.scans import segment_scans
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
 
@@ -167,17 +179,28 @@ def run(args: argparse.Namespace) -> int:
         # with nothing half done.
         predictor.build(to_segment)
 
-        def save_record(finished: bool = False) -> Path:
+        last_saved = [0.0]
+
+        def save_record(finished: bool = False, soon: bool = False) -> Path:
+            """Rewrite the record; with ``soon``, only when the last rewrite is RECORD_INTERVAL seconds old."""
+            path = output / RECORD_NAME
+            if soon and time.monotonic() - last_saved[0] < RECORD_INTERVAL:
+                return path
             everything = [*outcomes.values(), *unusable]
-            return write_inference_record(
-                output, args.bundle.resolve(), predictor.weights, recorded, everything, finished
-            )
+            write_inference_record(output, args.bundle.resolve(), predictor.weights, recorded, everything, finished)
+            last_saved[0] = time.monotonic()
+            return path
+
+        def slices_written(files: list[str]) -> None:
+            for file in files:
+                outcomes[Path(file)].status = WRITTEN
+            save_record(soon=True)
 
         save_record()
         unread = None
         if to_segment:
             try:
-                predictor.segment_slice_files()
+                predictor.segment_slice_files(on_each=slices_written)
             except Exception as error:
                 unread = find_user_error(error)
                 if not isinstance(unread, InputFailuresError):

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
+from monai.data import MetaTensor
 from monai.transforms import Compose, SaveImaged
+from monai.utils import ImageMetaKey
 
 from pipeline.bundle_configs import STANDALONE_INFERENCE, bundle_config_files
 from pipeline.checkpoints.model_config import MODEL_CONFIG_FILE, check_overrides_agree, read_model_config
@@ -95,8 +97,9 @@ class BundlePredictor:
         )
         return self
 
-    def segment_slice_files(self) -> None:
-        """Segment the slice files given to :meth:`build` with the workflow's evaluator and write their outputs.
+    def segment_slice_files(self, on_each: Callable[[list[str]], object] | None = None) -> None:
+        """Segment the slice files given to :meth:`build` with the workflow's evaluator and write their outputs,
+        calling ``on_each`` with the files of each batch once their outputs are written.
 
         Raises ``InputFailuresError`` listing the files that could not be read, after the others are written.
         """
@@ -104,7 +107,15 @@ class BundlePredictor:
         evaluator, loader = self.value("evaluator"), self.value("checkpoint_loader")
         if evaluator.has_event_handler(loader, Events.STARTED):
             evaluator.remove_event_handler(loader, Events.STARTED)
-        self.workflow.run()
+        if on_each is not None:
+            report = evaluator.add_event_handler(
+                Events.ITERATION_COMPLETED, lambda engine: on_each(batch_files(engine))
+            )
+        try:
+            self.workflow.run()
+        finally:
+            if on_each is not None:
+                report.remove()
         self.workflow.finalize()
 
     def slice_outputs(self, source: Path) -> list[str]:
@@ -132,3 +143,10 @@ def written_path(writer: Any, source: Path, extension: str | None = None) -> Pat
     if isinstance(writer, SaveOverlayd):
         return writer.output_path(source)
     return None
+
+
+def batch_files(engine: Engine) -> list[str]:
+    """The input files of the batch ``engine`` just finished (its decollated items' ``image`` metadata)."""
+    items = engine.state.batch if isinstance(engine.state.batch, list) else []
+    images = [item.get("image") for item in items if isinstance(item, dict)]
+    return [str(image.meta[ImageMetaKey.FILENAME_OR_OBJ]) for image in images if isinstance(image, MetaTensor)]
