@@ -201,3 +201,22 @@ def test_the_record_is_rewritten_as_slices_finish_so_a_killed_run_says_which_are
         "b.png": "pending",
     }
     assert (tmp_path / "out" / "a_seg.nii.gz").is_file() and not (tmp_path / "out" / "b_seg.nii.gz").exists()
+
+
+def test_scans_declaring_too_many_pixels_are_refused_before_they_are_decoded(tmp_path, ckpt_dir, capsys, monkeypatch):
+    from pipeline.dicom.series import read_dicom_folder
+    from pipeline.phantoms.dicom_series import write_phantom_series
+
+    monkeypatch.setattr("pipeline.data.pixel_budget.MAX_PIXELS", 1919)
+    volume = _slice(tmp_path / "in" / "volume.nii.gz", np.zeros((40, 48, 3), dtype=np.float32))
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 1
+    error = capsys.readouterr().err
+    assert f"{volume}: could not be segmented: declares slices of 1920 pixels, more than the 1919 a slice" in error
+    record = json.loads((tmp_path / "out" / "inference_record.json").read_text())
+    assert record["inputs"][0]["status"] == "failed" and not (tmp_path / "out" / "volume_seg.nii.gz").exists()
+
+    first = write_phantom_series(tmp_path / "dicom", patients=1, slices=2, size=128, seed=0)[0]
+    series, failures = read_dicom_folder(tmp_path / "dicom")
+    assert (
+        series == [] and f"{first}: declares slices of 16384 pixels, more than the 1919 a slice may have" in failures[0]
+    )

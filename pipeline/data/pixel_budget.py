@@ -4,7 +4,7 @@ image (a 164 KB PNG of 13000 x 13000 pixels decodes to gigabytes) is refused bef
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,12 @@ from monai.transforms import MapTransform
 from PIL import Image
 
 from pipeline.data.figshare import MAX_SIDE
+from pipeline.user_errors import UserError
 
 # The most pixels a slice may have: a square of the figshare reader's largest side.
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
+# The most voxels a scan (a 3D volume, a multi-frame DICOM instance) may have: 1024^3, 4 GiB as float32.
+MAX_VOXELS = 1024**3
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -34,6 +37,24 @@ def declared_pixels(path: str | Path) -> int | None:
         with Image.open(path) as image:  # reads the header only
             return image.width * image.height * len(image.getbands())
     return None
+
+
+class OversizedScanError(OversizedImageError, UserError):
+    """A scan whose header declares slices or a volume larger than a scan may have; its message names no file,
+    the caller says which scan it is."""
+
+
+def refuse_oversized_scan(shape: Sequence[int], slice_axis: int) -> None:
+    """Raise ``OversizedScanError`` when a scan of ``shape`` (read from its header) has slices of more than
+    ``MAX_PIXELS`` pixels (cut along ``slice_axis``) or more than ``MAX_VOXELS`` voxels in all, so that it is
+    refused before its pixels are decoded."""
+    in_plane = math.prod(int(side) for index, side in enumerate(shape) if index != slice_axis)
+    if in_plane > MAX_PIXELS:
+        raise OversizedScanError(
+            f"declares slices of {in_plane} pixels, more than the {MAX_PIXELS} a slice may have; not decoded"
+        )
+    if (total := math.prod(int(side) for side in shape)) > MAX_VOXELS:
+        raise OversizedScanError(f"declares {total} voxels, more than the {MAX_VOXELS} a scan may have; not decoded")
 
 
 class RefuseOversizedd(MapTransform):

@@ -29,6 +29,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from pipeline.data.pixel_budget import OversizedScanError, refuse_oversized_scan
 from pipeline.user_errors import UserError
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files beside it, not an instance
@@ -228,6 +229,10 @@ def _frames(file: Path, dataset: Dataset) -> list[_Frame]:
     if count > 1 and not multi_frame:
         raise _Unusable(f"{count} frames but no functional groups giving each frame's position; cannot place them")
     planes = [_frame_plane(dataset, index, multi_frame) for index in range(count)]
+    try:
+        refuse_oversized_scan((count, int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))), slice_axis=0)
+    except OversizedScanError as error:
+        raise _Unusable(str(error)) from None
     try:
         stored = pixel_array(dataset)
     except Exception as error:  # every decoder plugin has its own errors

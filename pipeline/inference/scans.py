@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.data.pixel_budget import refuse_oversized_scan
 from pipeline.dicom.seg_writer import write_dicom_seg
 from pipeline.dicom.series import DicomSeries, read_dicom_folder
 from pipeline.inference.record import FAILED, WRITTEN, InputOutcome
@@ -163,11 +164,12 @@ def segment_nifti_volume(path: Path, output: Path, segmenter: SliceSegmenter) ->
     dimensions = volume_dimensions(path)
     if len(dimensions) != 3:
         raise ValueError(f"{path}: a {len(dimensions)}D NIfTI of shape {tuple(image.shape)}, not a 3D volume")
+    axis = 2 if dimensions[2] == 1 else slice_axis(tuple(float(value) for value in image.header.get_zooms()[:3]))
+    refuse_oversized_scan(dimensions, axis)
     volume = np.asarray(image.dataobj, dtype=np.float32).reshape(dimensions)
     if dimensions[2] == 1:
         mask = segmenter.segment_slices(volume.transpose(2, 0, 1)).transpose(1, 2, 0)
     else:
-        axis = slice_axis(tuple(float(value) for value in image.header.get_zooms()[:3]))
         mask = segmenter.segment(volume, image.affine, axis)
     header = image.header.copy()
     header.set_data_dtype(np.uint8)
