@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pipeline.checkpoints import AtomicDiskSaver
+from pipeline.inference.writers import AtomicNibabelWriter
 from pipeline.preflight import PreflightError, check_output_folder
-from pipeline.writers import AtomicNibabelWriter
 
 
 def test_an_output_folder_that_cannot_be_created_is_refused_naming_it(tmp_path):
