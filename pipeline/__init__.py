@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.user_errors import report_user_errors_briefly
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
 # MONAI's bundle metadata schema (Apache-2.0, from Project-MONAI/MONAI-extra-test-data), shipped as package data
 # so that `check` and `export` validate offline.
