@@ -20,6 +20,7 @@ from pipeline.user_errors import UserError
 
 if TYPE_CHECKING:
     from pipeline.dicom.pacs import PacsNode, SeriesInfo
+    from pipeline.inference.predictor import BundlePredictor
     from pipeline.inference.slice_segmenter import SliceSegmenter
 
 DEFAULT_CALLING_AET = "BRAINSEG"
@@ -76,9 +77,8 @@ def ae_title(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Query, retrieve, segment and store; 1 when any series failed."""
-    from pipeline.dicom.pacs import PacsNode, echo, find_series
+    from pipeline.inference.output_lock import output_folder_lock
     from pipeline.inference.predictor import BundlePredictor
-    from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
@@ -87,6 +87,15 @@ def run(args: argparse.Namespace) -> int:
     overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
     predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()
+    with output_folder_lock(output):
+        return _query_segment_store(args, predictor, output)
+
+
+def _query_segment_store(args: argparse.Namespace, predictor: BundlePredictor, output: Path) -> int:
+    """The work of ``run`` inside the output folder's lock: query, retrieve, segment and store back."""
+    from pipeline.dicom.pacs import PacsNode, echo, find_series
+    from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+
     if not args.overwrite:
         refuse_non_empty_folder(output, "the retrieved series and the SEGs")
     node = PacsNode(args.host, args.port, args.called_aet, args.calling_aet, args.timeout)
