@@ -54,14 +54,6 @@ def test_a_second_run_into_a_folder_being_written_is_refused_naming_the_holder(t
     assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir) == 0  # released when the holder ends
 
 
-def test_dicom_into_a_folder_being_written_is_refused_before_the_server_is_asked(tmp_path, capsys):
-    arguments = ["dicom", "--host", "127.0.0.1", "--port", "9", "--called-aet", "NOWHERE", "--study-uid", "1.2.3"]
-    with output_folder_lock(tmp_path / "out"):
-        assert main([*arguments, "--output", str(tmp_path / "out"), "--device", "cpu"]) == 1
-    error = capsys.readouterr().err
-    assert f"another run (process {os.getpid()}) is writing here" in error and "connect" not in error
-
-
 def test_a_slice_with_nan_pixels_is_refused_and_recorded_while_the_others_are_segmented(tmp_path, ckpt_dir, capsys):
     values = np.zeros((40, 48), dtype=np.float32)
     values[5, 30] = np.nan

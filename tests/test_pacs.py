@@ -8,6 +8,7 @@ against a small pynetdicom server instead.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -189,6 +190,19 @@ def test_the_dicom_command_segments_a_study_and_stores_the_seg_back(orthanc, tmp
     assert {item.ReferencedSOPInstanceUID for item in referenced.ReferencedInstanceSequence} == uids(
         source, "SOPInstanceUID"
     )
+
+
+def test_dicom_into_a_folder_another_run_is_writing_is_refused_naming_it(orthanc, tmp_path, capsys):
+    from pipeline.inference.output_lock import output_folder_lock
+    from pipeline.phantoms.dicom_series import write_phantom_series
+
+    source = write_phantom_series(tmp_path / "phantom", patients=1, slices=2, size=128, seed=5)
+    store_files(orthanc, source)
+    (study_uid,) = uids(source, "StudyInstanceUID")
+    with output_folder_lock(tmp_path / "out"):
+        assert main([*_dicom_argv(orthanc, tmp_path / "out", "--study-uid", study_uid), "--device", "cpu"]) == 1
+    assert f"another run (process {os.getpid()}) is writing here" in capsys.readouterr().err
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [".pipeline-output.lock"]
 
 
 def test_a_series_that_cannot_be_segmented_is_named_and_the_others_are_still_stored(orthanc, tmp_path, capsys):

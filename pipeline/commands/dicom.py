@@ -87,14 +87,15 @@ def run(args: argparse.Namespace) -> int:
     overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
     predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()
-    with output_folder_lock(output):
-        return _query_segment_store(args, predictor, output)
+    node, wanted = _query(args, output)
+    with output_folder_lock(output):  # nothing is written before the lock is held, nor when nothing is found
+        return _segment_and_store(args, predictor, node, wanted, output)
 
 
-def _query_segment_store(args: argparse.Namespace, predictor: BundlePredictor, output: Path) -> int:
-    """The work of ``run`` inside the output folder's lock: query, retrieve, segment and store back."""
+def _query(args: argparse.Namespace, output: Path) -> tuple[PacsNode, list[SeriesInfo]]:
+    """The server and the MR series of the query; ``UserError`` when there are none, or ``output`` holds files."""
     from pipeline.dicom.pacs import PacsNode, echo, find_series
-    from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+    from pipeline.preflight import refuse_non_empty_folder
 
     if not args.overwrite:
         refuse_non_empty_folder(output, "the retrieved series and the SEGs")
@@ -109,7 +110,17 @@ def _query_segment_store(args: argparse.Namespace, predictor: BundlePredictor, o
             print(f"skipped {series.label}: modality {series.modality or 'unknown'}, the model segments MR")
     if not wanted:
         raise UserError(f"{node}: none of the {len(found)} series found is an MR series; nothing to segment")
+    return node, wanted
 
+
+def _segment_and_store(
+    args: argparse.Namespace, predictor: BundlePredictor, node: PacsNode, wanted: list[SeriesInfo], output: Path
+) -> int:
+    """Retrieve, segment and store back the ``wanted`` series, inside the output folder's lock."""
+    from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+
+    if not args.overwrite:
+        refuse_non_empty_folder(output, "the retrieved series and the SEGs")  # again: another run may have written
     check_output_folder(output, INFER_MIN_FREE_BYTES)
     print(f"loading the model of {args.bundle}", flush=True)
     segmenter = predictor.build().slice_segmenter
