@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.data.sources import NIFTI_SUFFIXES
 from pipeline.user_errors import UserError
 
 if TYPE_CHECKING:
     from pipeline.dicom.series import DicomSeries
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 @dataclass

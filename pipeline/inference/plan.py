@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.data.sources import NIFTI_SUFFIXES
 from pipeline.inference.record import RECORD_NAME, InputOutcome
 from pipeline.user_errors import UserError
 
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 # The settings that change what a mask holds: --continue keeps earlier outputs only where they all agree.
 MASK_SETTINGS = ("threshold", "image_size", "flip_tta", "keep_largest_component", "fill_holes", "folds", "output_ext")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def planned_outcomes(
