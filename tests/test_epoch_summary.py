@@ -63,3 +63,28 @@ def test_iteration_losses_are_logged_only_with_verbose(verbose, monkeypatch, tmp
     (index,) = [index for index, handler in enumerate(handlers) if handler["_target_"] == "StatsHandler"]
     assert config.get_parsed_content(f"train#handlers#{index}#_disabled_") is not verbose
     assert handlers[-1]["_target_"] == "pipeline.handlers.EpochSummary"
+
+
+def test_time_left_is_not_inflated_by_one_paused_epoch(caplog, monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr("pipeline.handlers.epoch_summary.time.monotonic", lambda: clock["now"])
+
+    def step(engine: Engine, batch: int) -> list[dict]:
+        clock["now"] += 1000.0 if engine.state.epoch == 2 else 10.0  # epoch 2 was stopped for a quarter of an hour
+        return [{"loss": torch.tensor(0.5)}]
+
+    trainer = Engine(step)
+    validator = _validator(validated_epochs={4})
+
+    def validate(engine: Engine) -> None:
+        validator.validate(engine)
+        clock["now"] += 30.0 if engine.state.epoch == 4 else 0.0
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, validate)
+    EpochSummary(validator=validator).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="pipeline.training"):
+        trainer.run([0], max_epochs=6)
+    lines = [record.getMessage() for record in caplog.records if record.name == "pipeline.training"]
+    assert lines[2].endswith("about 0m 30s left")  # 3 epochs of 10 s to go; the paused 1000 s epoch is not typical
+    # after epoch 4 (10 s + 30 s of validation): plain epochs 10 s (median of 10, 1000, 10), validated 40 s, 1 in 4
+    assert lines[3].endswith(f"about 0m {round(2 * (10 * 3 / 4 + 40 / 4)):02d}s left")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Callable
 
@@ -15,9 +16,10 @@ class EpochSummary:
     """Log one line as each training epoch ends, e.g.
     ``epoch 6/30: loss 0.4123, val_mean_dice 0.5219 (best 0.5219 at epoch 6), about 12m 40s left``.
 
-    The time left is the mean duration of the epochs this run has trained so far (validation included) times the
-    epochs still to go (a resumed run counts from where it resumed); the last epoch's line gives the run's time
-    instead. In a multi-process run only rank 0 logs.
+    The time left is the typical epoch of this run so far times the epochs still to go: the median duration of the
+    epochs with validation and of those without, weighted by how often validation ran. The median keeps one long
+    epoch (a paused process, a suspended machine) from inflating it; a resumed run counts from where it resumed.
+    The last epoch's line gives the run's time instead. In a multi-process run only rank 0 logs.
 
     Args:
         validator: the evaluator run by ``ValidationHandler``; its key metric is shown for the epochs it ran.
@@ -38,7 +40,8 @@ class EpochSummary:
         self._loss_sum = 0.0
         self._loss_count = 0
         self._started_at = 0.0
-        self._first_epoch = 0
+        self._epoch_started_at = 0.0
+        self._epoch_seconds: dict[bool, list[float]] = {False: [], True: []}  # keyed by "validation ran"
 
     def attach(self, engine: Engine) -> None:
         """Register the handler's callbacks on ``engine``."""
@@ -48,10 +51,11 @@ class EpochSummary:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
     def _started(self, engine: Engine) -> None:
-        self._started_at, self._first_epoch = time.monotonic(), engine.state.epoch
+        self._started_at = time.monotonic()
 
     def _epoch_started(self, engine: Engine) -> None:
         self._loss_sum, self._loss_count = 0.0, 0
+        self._epoch_started_at = time.monotonic()
 
     def _iteration_completed(self, engine: Engine) -> None:
         self._loss_sum += float(self.loss_transform(engine.state.output))
@@ -62,18 +66,25 @@ class EpochSummary:
         parts = [f"epoch {state.epoch}/{state.max_epochs}: loss {self._loss_sum / max(self._loss_count, 1):.4f}"]
         validation = self.validator.state if self.validator is not None else None
         name = getattr(validation, "key_metric_name", None)
-        if validation is not None and validation.epoch == state.epoch and name in validation.metrics:
+        validated = validation is not None and validation.epoch == state.epoch and name in validation.metrics
+        self._epoch_seconds[validated].append(time.monotonic() - self._epoch_started_at)
+        if validated:
             parts.append(
                 f"{name} {validation.metrics[name]:.4f} "
                 f"(best {validation.best_metric:.4f} at epoch {validation.best_metric_epoch})"
             )
-        elapsed = time.monotonic() - self._started_at
         if state.epoch < state.max_epochs:
-            seconds_left = elapsed / max(state.epoch - self._first_epoch, 1) * (state.max_epochs - state.epoch)
-            parts.append(f"about {_duration(seconds_left)} left")
+            parts.append(f"about {_duration(self._typical_epoch_seconds() * (state.max_epochs - state.epoch))} left")
         else:
-            parts.append(f"done in {_duration(elapsed)}")
+            parts.append(f"done in {_duration(time.monotonic() - self._started_at)}")
         self._log(", ".join(parts))
+
+    def _typical_epoch_seconds(self) -> float:
+        """The median epoch with and without validation, weighted by how often each kind has run."""
+        epochs = sum(len(seconds) for seconds in self._epoch_seconds.values())
+        return sum(
+            statistics.median(seconds) * len(seconds) / epochs for seconds in self._epoch_seconds.values() if seconds
+        )
 
     @idist.one_rank_only()
     def _log(self, line: str) -> None:
