@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Prepare, train and score the folds that are not done, then write the table (and ship the ensemble)."""
     from pipeline.bundle_configs import bundle_parser, write_standalone_inference
-    from pipeline.commands.train import train_configs
+    from pipeline.commands.train import require_recipe, train_configs
     from pipeline.data.prepare import prepare_dataset
     from pipeline.export.fold_ensemble import assemble_fold_ensemble, split_fold_ensemble
     from pipeline.export.large_files import refresh_large_file_hashes
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     folds = fold_paths(args.out, sorted(set(args.folds)))
     overrides = {**device_override(args.device), **parse_overrides(args.overrides)}
+    require_recipe(args.bundle, args.recipe)
     configs = train_configs(args.recipe)
     if not args.summary_only:
         for fold in folds:

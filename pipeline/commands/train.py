@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--recipe",
         default=None,
-        help="merge configs/train_RECIPE.json onto train.json, e.g. `cpu` for the recipe tuned for a few CPU cores",
+        help="merge configs/train_RECIPE.json onto train.json, e.g. `cpu` for the recipe tuned for a few CPU cores; "
+        "join recipes with + to merge them in turn, e.g. `cpu+augment`",
     )
     parser.add_argument(
         "--verbose", action="store_true", help="log the loss of every iteration, not only one line per epoch"
@@ -65,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["overwrite"] = True
     if args.verbose:
         overrides["iteration_log"] = True
-    recipe_file = Path(args.bundle) / "configs" / f"train_{args.recipe}.json"
-    if args.recipe is not None and not recipe_file.is_file():
-        known = sorted(path.stem.removeprefix("train_") for path in recipe_file.parent.glob("train_*.json"))
-        raise UserError(f"{recipe_file}: no such recipe; the bundle has: {', '.join(known) or 'none'}")
+    require_recipe(args.bundle, args.recipe)
     require_datalist(args.dataset_dir)
     check_bundle_overrides(args.bundle, train_configs(args.recipe), overrides)
     _preflight(args, overrides)
@@ -79,8 +77,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train_configs(recipe: str | None) -> list[str]:
-    """``train.json``, followed by the recipe override ``train_<recipe>.json`` when one is named."""
-    return ["train.json"] if recipe is None else ["train.json", f"train_{recipe}.json"]
+    """``train.json``, followed by the override ``train_<name>.json`` of each name in ``recipe``.
+
+    Recipes compose with ``+``, left to right: ``cpu+augment`` merges ``train_cpu.json``, then ``train_augment.json``.
+    """
+    return ["train.json"] + [f"train_{name}.json" for name in (recipe.split("+") if recipe else [])]
+
+
+def require_recipe(bundle: str | Path, recipe: str | None) -> None:
+    """Refuse, in one line, a recipe name with no ``configs/train_<name>.json`` in the bundle."""
+    configs = Path(bundle) / "configs"
+    for recipe_file in train_configs(recipe)[1:]:
+        if not (configs / recipe_file).is_file():
+            known = sorted(path.stem.removeprefix("train_") for path in configs.glob("train_*.json"))
+            raise UserError(f"{configs / recipe_file}: no such recipe; the bundle has: {', '.join(known) or 'none'}")
 
 
 def _preflight(args: argparse.Namespace, overrides: dict) -> None:
