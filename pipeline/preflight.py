@@ -61,7 +61,7 @@ def require_datalist(dataset_dir: str | os.PathLike) -> Path:
 
 def refuse_non_empty_folder(folder: str | os.PathLike, what: str) -> None:
     """Raise ``PreflightError`` when ``folder`` holds anything; ``what`` names the outputs it would receive."""
-    from pipeline.inference.output_lock import LOCK_NAME
+    from pipeline.outputs.lock import LOCK_NAME
 
     folder = Path(folder)
     if folder.is_dir() and any(entry.name != LOCK_NAME for entry in folder.iterdir()):

@@ -14,7 +14,7 @@ from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
-from pipeline.inference.output_lock import LOCK_NAME
+from pipeline.outputs.lock import LOCK_NAME
 from pipeline.networks import state_digest
 
 

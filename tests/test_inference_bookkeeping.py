@@ -17,7 +17,7 @@ from PIL import Image
 from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline.__main__ import main
-from pipeline.inference.output_lock import output_folder_lock
+from pipeline.outputs.lock import output_folder_lock
 
 
 def _infer(source: Path, output: Path, ckpt_dir: Path, *options: str) -> int:

@@ -193,7 +193,7 @@ def test_the_dicom_command_segments_a_study_and_stores_the_seg_back(orthanc, tmp
 
 
 def test_dicom_into_a_folder_another_run_is_writing_is_refused_naming_it(orthanc, tmp_path, capsys):
-    from pipeline.inference.output_lock import output_folder_lock
+    from pipeline.outputs.lock import output_folder_lock
     from pipeline.phantoms.dicom_series import write_phantom_series
 
     source = write_phantom_series(tmp_path / "phantom", patients=1, slices=2, size=128, seed=5)

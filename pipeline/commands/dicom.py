@@ -77,7 +77,7 @@ def ae_title(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Query, retrieve, segment and store; 1 when any series failed."""
-    from pipeline.inference.output_lock import output_folder_lock
+    from pipeline.outputs.lock import output_folder_lock
     from pipeline.inference.predictor import BundlePredictor
 
     if not 0 < args.port < 65536:

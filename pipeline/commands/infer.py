@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.export.package import sha256_of
     from pipeline.handlers import InputFailuresError
     from pipeline.inference.discovery import find_inputs, nothing_to_segment, read_series
-    from pipeline.inference.output_lock import output_folder_lock
+    from pipeline.outputs.lock import output_folder_lock
     from pipeline.inference.plan import (
         declared_shape,
         earlier_settings_differ,
