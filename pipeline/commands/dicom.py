@@ -77,8 +77,8 @@ def ae_title(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Query, retrieve, segment and store; 1 when any series failed."""
-    from pipeline.outputs.lock import output_folder_lock
     from pipeline.inference.predictor import BundlePredictor
+    from pipeline.outputs.lock import output_folder_lock
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
@@ -153,8 +153,9 @@ def _segment_series(
     the series or its files."""
     from pipeline.dicom.pacs import get_series, store_files
     from pipeline.inference.scans import segment_dicom_folder
+    from pipeline.outputs import output_path, safe_name
 
-    folder = output / "retrieved" / series.study_uid / series.series_uid
+    folder = output_path(output, "retrieved", safe_name(series.study_uid), safe_name(series.series_uid))
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's instances, which the server may no longer hold
     files = get_series(node, series, folder, progress=_progress_printer(step))
     print(f"{step} retrieved {len(files)} instances to {folder}; segmenting them", flush=True)

@@ -8,6 +8,7 @@ storage) and enhanced multi-frame instances (per-frame and shared functional gro
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -146,15 +147,22 @@ def read_dicom_folder(path: Path, recursive: bool = True) -> tuple[list[DicomSer
 
     failures: list[str] = []
     by_series: dict[str, list[_Frame]] = defaultdict(list)
-    first_file_of: dict[str, Path] = {}
+    first_of: dict[str, tuple[Path, str]] = {}
     for file in files:
         try:
             dataset = _read_dataset(file)
             if dataset is None:
                 continue
             instance = str(dataset.get("SOPInstanceUID", ""))
-            if instance and instance in first_file_of:
-                raise _Unusable(f"same SOPInstanceUID as {first_file_of[instance]} (a copy); read once")
+            pixels = _pixel_digest(dataset)
+            if instance and instance in first_of:
+                first, first_pixels = first_of[instance]
+                if pixels == first_pixels:
+                    raise _Unusable(f"same SOPInstanceUID as {first} (a copy); read once")
+                raise _Unusable(
+                    f"same SOPInstanceUID as {first} but different pixel data: two images claim one identity, so "
+                    f"this one is left out and the series keeps {first}"
+                )
             frames = _frames(file, dataset)
             if "SeriesInstanceUID" not in dataset:
                 raise _Unusable("no SeriesInstanceUID, so it belongs to no series")
@@ -162,7 +170,7 @@ def read_dicom_folder(path: Path, recursive: bool = True) -> tuple[list[DicomSer
             failures.append(f"{file}: {error}")
             continue
         if instance:
-            first_file_of[instance] = file
+            first_of[instance] = (file, pixels)
         by_series[str(dataset.SeriesInstanceUID)].extend(frames)
 
     series: list[DicomSeries] = []
@@ -173,6 +181,12 @@ def read_dicom_folder(path: Path, recursive: bool = True) -> tuple[list[DicomSer
             failures.append(f"{_label(uid, frames)}: {error}")
     series.sort(key=lambda item: (_folder(item.files), _series_number(item.datasets[0]), item.series_uid))
     return series, failures
+
+
+def _pixel_digest(dataset: Dataset) -> str:
+    """The SHA-256 of the stored pixel data of ``dataset`` (empty without any), to tell a copy from an impostor."""
+    pixels = dataset.get("PixelData") or dataset.get("FloatPixelData") or dataset.get("DoubleFloatPixelData") or b""
+    return hashlib.sha256(pixels).hexdigest() if pixels else ""
 
 
 def _read_dataset(file: Path) -> Dataset | None:

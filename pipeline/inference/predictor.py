@@ -15,6 +15,7 @@ trained model's ``model_config.json`` and the run's overrides into the one MONAI
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
+from monai.handlers import StatsHandler
 from monai.transforms import Compose, SaveImaged
 from monai.utils import ImageMetaKey
 
@@ -107,6 +109,15 @@ class BundlePredictor:
         evaluator, loader = self.value("evaluator"), self.value("checkpoint_loader")
         if evaluator.has_event_handler(loader, Events.STARTED):
             evaluator.remove_event_handler(loader, Events.STARTED)
+        # A fault that stops the run reaches the command, which reports it in one line: no traceback logged first.
+        for handler in self.value("handlers"):
+            if isinstance(handler, StatsHandler) and evaluator.has_event_handler(
+                handler.exception_raised, Events.EXCEPTION_RAISED
+            ):
+                evaluator.remove_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED)
+                # ignite swallows an exception when EXCEPTION_RAISED keeps an empty list of handlers.
+                evaluator.add_event_handler(Events.EXCEPTION_RAISED, _reraise)
+        evaluator.logger.setLevel(logging.CRITICAL)
         if on_each is not None:
             report = evaluator.add_event_handler(
                 Events.ITERATION_COMPLETED, lambda engine: on_each(batch_files(engine))
@@ -129,6 +140,10 @@ class BundlePredictor:
         """The NIfTI mask of the 3D volume ``source``: named as its slice mask would be, always ``.nii.gz``."""
         mask_writer = next(writer for writer in self.value("mask_writers") if isinstance(writer, SaveImaged))
         return str(written_path(mask_writer, source, extension=".nii.gz"))
+
+
+def _reraise(engine: Engine, error: BaseException) -> None:
+    raise error
 
 
 def written_path(writer: Any, source: Path, extension: str | None = None) -> Path | None:

@@ -21,6 +21,7 @@ from pipeline.dicom.seg_writer import write_dicom_seg
 from pipeline.dicom.series import DicomSeries, read_dicom_folder
 from pipeline.inference.record import FAILED, WRITTEN, InputOutcome
 from pipeline.inference.slice_segmenter import SliceSegmenter
+from pipeline.outputs import output_path, safe_name
 from pipeline.reports.figures import plot_mask_over_slices
 from pipeline.user_errors import find_user_error
 
@@ -38,12 +39,14 @@ def series_outputs(
 ) -> list[Path]:
     """Where the SEG (then the NIfTI copy, then the overlay sheet) of ``series`` goes:
     ``<output_dir>/<folder>/<SeriesInstanceUID>_seg.dcm`` (``_seg.nii.gz``, ``_overlay.png``), ``<folder>`` being
-    the series' folder below ``root``."""
+    the series' folder below ``root``. The UID is a header value, so it is made a safe name first
+    (:func:`~pipeline.outputs.safe_name`); ``UnsafeOutputPathError`` if a path would still lead out of
+    ``output_dir``."""
     folder = Path(os.path.commonpath([str(file.parent) for file in series.files]))
     relative = folder.relative_to(root) if folder.is_relative_to(root) else Path()
-    stem = Path(output_dir) / relative / series.series_uid
+    stem = safe_name(series.series_uid)
     suffixes = [SEG_SUFFIX] + [NIFTI_MASK_SUFFIX] * nifti_copy + [OVERLAY_SUFFIX] * overlay
-    return [stem.with_name(stem.name + suffix) for suffix in suffixes]
+    return [output_path(output_dir, relative, stem + suffix) for suffix in suffixes]
 
 
 def segment_series(series: DicomSeries, outputs: list[Path], segmenter: SliceSegmenter) -> list[Path]:
