@@ -192,6 +192,27 @@ def test_the_dicom_command_segments_a_study_and_stores_the_seg_back(orthanc, tmp
     )
 
 
+def test_a_server_series_whose_uids_try_to_escape_is_refused_and_nothing_is_written(orthanc, tmp_path, capsys):
+    from pipeline.phantoms.dicom_series import write_phantom_series
+
+    source = write_phantom_series(tmp_path / "phantom", patients=1, slices=2, size=128, seed=6)
+    hostile = {"StudyInstanceUID": "../../../../study-escaped", "SeriesInstanceUID": "../../../../series-escaped"}
+    for path in source:
+        dataset = pydicom.dcmread(path)
+        for keyword, value in hostile.items():
+            setattr(dataset, keyword, value)
+        pydicom.dcmwrite(path, dataset, enforce_file_format=True)
+    store_files(orthanc, source)
+    output = tmp_path / "deep" / "er" / "out"
+    argv = [*_dicom_argv(orthanc, output, "--study-uid", hostile["StudyInstanceUID"]), "--no-store", "--device", "cpu"]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "invalid StudyInstanceUID '../../../../study-escaped'" in error
+    assert not [
+        path for path in tmp_path.rglob("*") if path.is_file() and not path.is_relative_to(tmp_path / "phantom")
+    ]
+
+
 def test_dicom_into_a_folder_another_run_is_writing_is_refused_naming_it(orthanc, tmp_path, capsys):
     from pipeline.outputs.lock import output_folder_lock
     from pipeline.phantoms.dicom_series import write_phantom_series
@@ -202,7 +223,7 @@ def test_dicom_into_a_folder_another_run_is_writing_is_refused_naming_it(orthanc
     with output_folder_lock(tmp_path / "out"):
         assert main([*_dicom_argv(orthanc, tmp_path / "out", "--study-uid", study_uid), "--device", "cpu"]) == 1
     assert f"another run (process {os.getpid()}) is writing here" in capsys.readouterr().err
-    assert [path.name for path in (tmp_path / "out").iterdir()] == [".pipeline-output.lock"]
+    assert list((tmp_path / "out").iterdir()) == []  # nothing written, and the holder's lock gone with it
 
 
 def test_a_series_that_cannot_be_segmented_is_named_and_the_others_are_still_stored(orthanc, tmp_path, capsys):

@@ -56,7 +56,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare, train and score the folds that are not done, then write the table (and ship the ensemble)."""
+    """Prepare, train and score the folds that are not done, then write the table (and ship the ensemble), holding
+    the cross-validation folder's lock: two runs never train the same fold."""
+    from pipeline.outputs import output_folder_lock
+
+    with output_folder_lock(args.out):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pipeline.bundle_configs import bundle_parser, write_standalone_inference
     from pipeline.commands.train import require_recipe, train_configs
     from pipeline.data.prepare import prepare_dataset

@@ -116,7 +116,11 @@ def _query(args: argparse.Namespace, output: Path) -> tuple[PacsNode, list[Serie
 def _segment_and_store(
     args: argparse.Namespace, predictor: BundlePredictor, node: PacsNode, wanted: list[SeriesInfo], output: Path
 ) -> int:
-    """Retrieve, segment and store back the ``wanted`` series, inside the output folder's lock."""
+    """Retrieve, segment and store back the ``wanted`` series, inside the output folder's lock, keeping
+    ``OUTPUT/inference_record.json`` up to date as each series ends."""
+    from pipeline.atomic import OutputFolderFaultError
+    from pipeline.inference.record import FAILED, FINISHED, PENDING, RUNNING, WRITTEN, InputOutcome
+    from pipeline.inference.record import write_inference_record as write_record
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
 
     if not args.overwrite:
@@ -124,20 +128,42 @@ def _segment_and_store(
     check_output_folder(output, INFER_MIN_FREE_BYTES)
     print(f"loading the model of {args.bundle}", flush=True)
     segmenter = predictor.build().slice_segmenter
+    outcomes = [InputOutcome(series.label, [], PENDING) for series in wanted]
+    settings = {
+        "command": "dicom",
+        "server": str(node),
+        "calling_aet": node.calling_aet,
+        "query": {"study_uid": args.study_uid, "series_uid": args.series_uid, "patient_id": args.patient_id},
+        "store": not args.no_store,
+        "nifti_copy": args.nifti_copy,
+        "overrides": parse_overrides(args.overrides),
+        **folds_override(args.folds),
+    }
+
+    def save_record(state: str = RUNNING, error: str = "") -> None:
+        write_record(output, args.bundle.resolve(), predictor.weights, settings, outcomes, state, error)
+
+    save_record()
     failures: list[str] = []
-    failed = 0
-    for number, series in enumerate(wanted, 1):
+    for number, (series, outcome) in enumerate(zip(wanted, outcomes), 1):
         step = f"[{number}/{len(wanted)}]"
         print(f"{step} {series.label}", flush=True)
         try:
-            problems = _segment_series(node, series, output, segmenter, args, step)
+            written, problems = _segment_series(node, series, output, segmenter, args, step)
+        except OutputFolderFaultError as error:  # every later series would fail alike
+            save_record(FAILED, str(error))
+            raise
         except UserError as error:
-            problems = [str(error)]
+            written, problems = [], [str(error)]
+        outcome.outputs = [str(path) for path in written]
+        outcome.status, outcome.reason = (FAILED, "; ".join(problems)) if problems else (WRITTEN, "")
         failures.extend(problems)
         if problems:
-            failed += 1
             print(f"{step} failed", file=sys.stderr)
+        save_record()
+    save_record(FINISHED)
 
+    failed = sum(outcome.status == FAILED for outcome in outcomes)
     stored = "" if args.no_store else f" and stored on {node}"
     print(f"{len(wanted) - failed} of {len(wanted)} series segmented{stored}; outputs in {output}")
     if failures:
@@ -148,9 +174,9 @@ def _segment_and_store(
 
 def _segment_series(
     node: PacsNode, series: SeriesInfo, output: Path, segmenter: SliceSegmenter, args: argparse.Namespace, step: str
-) -> list[str]:
-    """Retrieve, segment and (unless ``--no-store``) store back one series; its problems, one line each naming
-    the series or its files."""
+) -> tuple[list[Path], list[str]]:
+    """Retrieve, segment and (unless ``--no-store``) store back one series; the files written and its problems,
+    one line each naming the series or its files."""
     from pipeline.dicom.pacs import get_series, store_files
     from pipeline.inference.scans import segment_dicom_folder
     from pipeline.outputs import output_path, safe_name
@@ -164,11 +190,11 @@ def _segment_series(
         print(f"{step} wrote {path}")
     segs = [path for path in written if path.suffix == ".dcm"]
     if not segs:
-        return problems or [f"{series.label}: no SEG was written"]
+        return written, problems or [f"{series.label}: no SEG was written"]
     if not args.no_store:
         store_files(node, segs)
         print(f"{step} stored {len(segs)} SEG on {node}")
-    return problems
+    return written, problems
 
 
 def _progress_printer(step: str) -> Callable[[int, int | None], None]:

@@ -27,6 +27,7 @@ from pipeline.export.requirements import write_requirements
 from pipeline.export.standalone import write_standalone_configs
 from pipeline.export.torchscript import TORCHSCRIPT_CONFIG, export_torchscript
 from pipeline.export.wheel import WHEEL_DIR, build_wheel
+from pipeline.outputs import output_path
 
 # What identifies a release: a changed config or checkpoint under an already released version is refused.
 RELEASE_IDENTITY = ("configs/", "models/model.pt")
@@ -137,7 +138,7 @@ def export_bundle(
             torch.save(state, models / "model.pt")
         if (ckpt_file.parent / MODEL_CONFIG_FILE).is_file():
             shutil.copyfile(ckpt_file.parent / MODEL_CONFIG_FILE, models / MODEL_CONFIG_FILE)
-        archive = dist_dir / archive_name(bundle_dir.name, version)
+        archive = output_path(dist_dir, archive_name(bundle_dir.name, version))
         _check_release_is_new_or_same(archive, staged, bundle_dir.name, version)
         shape = input_shape(staged_metadata)
         torchscript_config = staged / "configs" / TORCHSCRIPT_CONFIG

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.outputs import safe_name
 
 # A fixed timestamp makes the archive depend on the files' content only, so its checksum is reproducible.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -14,8 +15,9 @@ CHUNK = 1 << 20
 
 
 def archive_name(bundle_name: str, version: str) -> str:
-    """``<bundle>_v<version>.zip``, the name a shared bundle travels under."""
-    return f"{bundle_name}_v{version}.zip"
+    """``<bundle>_v<version>.zip``, the name a shared bundle travels under; both parts are made safe names, since
+    the version comes from the bundle's ``metadata.json``."""
+    return f"{safe_name(bundle_name)}_v{safe_name(version)}.zip"
 
 
 def sha256_of(path: Path) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import OutputFolderFaultError, atomic_path
 from pipeline.data.pixel_budget import refuse_oversized_scan
 from pipeline.dicom.seg_writer import write_dicom_seg
 from pipeline.dicom.series import DicomSeries, read_dicom_folder
@@ -115,11 +115,14 @@ def segment_scans(
 ) -> None:
     """Segment the NIfTI ``volumes`` and the DICOM ``series`` with ``segmenter`` into their planned outputs,
     marking each outcome written, or failed with the reason (the others go on), and calling ``on_each`` after
-    each (the record is rewritten there)."""
+    each (the record is rewritten there). A full or read-only output folder (``OutputFolderFaultError``) stops
+    them all."""
     for path in volumes:
         try:
             segment_nifti_volume(path, Path(outcomes[path].outputs[0]), segmenter)
             outcomes[path].status = WRITTEN
+        except OutputFolderFaultError:  # a full or read-only output folder fails every later scan alike
+            raise
         except Exception as error:  # whatever one volume trips on is reported with it, not raised
             outcomes[path].status, outcomes[path].reason = FAILED, failure_line(str(path), error)
         on_each()
@@ -128,6 +131,8 @@ def segment_scans(
         try:
             segment_series(item, [Path(path) for path in outcome.outputs], segmenter)
             outcome.status = WRITTEN
+        except OutputFolderFaultError:
+            raise
         except Exception as error:  # an odd header of one series must not cost the others their SEG
             outcome.status, outcome.reason = FAILED, failure_line(item.label, error)
         on_each()
