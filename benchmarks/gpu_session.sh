@@ -61,7 +61,7 @@ status unpack $?
 
 section "CUDA tests"
 # Every test whose behaviour depends on CUDA; without it the first two skip and the third takes its CPU branch.
-timeout "$(limit 90 330)" python -m pytest -q -rs -p no:cacheprovider --disable-warnings tests/test_unet.py \
+timeout "$(limit 90 330)" python -m pytest -q -rs -p no:cacheprovider --disable-warnings tests/test_unet.py tests/test_resume.py \
     tests/test_bundle.py -k "cuda or gpu" --junitxml "$WORK/results/cuda_tests.xml"
 status tests $?
 
