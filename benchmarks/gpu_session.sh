@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session in at most 9.5 minutes, on a machine with no network: the CUDA tests, fold 4 of the
-# cross-validation with the default (GPU) recipe, then gpu.sh's benchmarks in the time left. Run from anywhere, OUT naming the folder
-# for the results:
+# cross-validation with the default (GPU) recipe, then gpu.sh's benchmarks in the time left. Run from anywhere,
+# OUT naming the folder for the results:
 #
 #     OUT=/path/to/results bash benchmarks/gpu_session.sh
 #
@@ -60,8 +60,9 @@ timeout "$(limit 120 400)" python benchmarks/pack_slices.py unpack .gpu_data/dev
 status unpack $?
 
 section "CUDA tests"
-# Every test whose behaviour depends on CUDA; without it the first two skip and the third takes its CPU branch.
-timeout "$(limit 90 330)" python -m pytest -q -rs -p no:cacheprovider --disable-warnings tests/test_unet.py tests/test_resume.py \
+# Every test whose behaviour depends on CUDA; without it they skip, or take their CPU branch.
+timeout "$(limit 90 330)" python -m pytest -q -rs -p no:cacheprovider --disable-warnings \
+    tests/test_unet.py tests/test_resume.py \
     tests/test_bundle.py -k "cuda or gpu" --junitxml "$WORK/results/cuda_tests.xml"
 status tests $?
 
