@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 from pipeline.overrides import (
     add_bundle_arguments,
     add_folds_argument,
+    add_strict_weights_argument,
     device_override,
     folds_override,
     parse_overrides,
+    strict_weights_override,
 )
 from pipeline.user_errors import UserError
 
@@ -61,6 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--nifti-copy", action="store_true", help="also write each series' mask as NIfTI")
     parser.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     add_folds_argument(parser)
+    add_strict_weights_argument(parser)
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
     return parser
@@ -84,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
-    overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
+    overrides = {
+        **folds_override(args.folds),
+        **strict_weights_override(args.strict_weights),
+        **device_override(args.device),
+        **parse_overrides(args.overrides),
+    }
     predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()
     node, wanted = _query(args, output)

@@ -9,9 +9,11 @@ from pathlib import Path
 from pipeline.overrides import (
     add_bundle_arguments,
     add_folds_argument,
+    add_strict_weights_argument,
     device_override,
     folds_override,
     parse_overrides,
+    strict_weights_override,
 )
 from pipeline.user_errors import UserError
 
@@ -27,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--dataset-dir", type=Path, required=True, help="folder holding datalist.json")
     parser.add_argument("--split", default="test", help="datalist list to evaluate (default: %(default)s)")
     add_folds_argument(parser)
+    add_strict_weights_argument(parser)
     add_bundle_arguments(parser)
     parser.set_defaults(accepts_overrides=True)
     return parser
@@ -47,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_dir=str(args.dataset_dir.resolve()),
         eval_split=args.split,
         **folds_override(args.folds),
+        **strict_weights_override(args.strict_weights),
         **device_override(args.device),
         **parse_overrides(args.overrides),
     )

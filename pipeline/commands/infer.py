@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 from pipeline.overrides import (
     add_bundle_arguments,
     add_folds_argument,
+    add_strict_weights_argument,
     device_override,
     folds_override,
     parse_overrides,
+    strict_weights_override,
 )
 from pipeline.user_errors import UserError, find_user_error
 
@@ -73,6 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "for `ensemble`",
     )
     add_folds_argument(parser)
+    add_strict_weights_argument(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     start.add_argument(
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         "fill_holes": not args.no_postprocessing,
         "save_probabilities": args.save_probabilities,
         **folds_override(args.folds),
+        **strict_weights_override(args.strict_weights),
         **device_override(args.device),
         **user_overrides,
     }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.outputs import safe_name
@@ -20,13 +21,18 @@ def archive_name(bundle_name: str, version: str) -> str:
     return f"{safe_name(bundle_name)}_v{safe_name(version)}.zip"
 
 
-def sha256_of(path: Path) -> str:
-    """The hexadecimal SHA-256 of the file at ``path``."""
-    digest = hashlib.sha256()
+def digest_of(path: Path, hash_type: str) -> str:
+    """The hexadecimal ``hash_type`` digest (``md5``, ``sha256``...) of the file at ``path``."""
+    digest = hashlib.new(hash_type)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    """The hexadecimal SHA-256 of the file at ``path``."""
+    return digest_of(path, "sha256")
 
 
 def write_zip(source_dir: Path, zip_path: Path, root_name: str) -> None:
@@ -40,6 +46,18 @@ def write_zip(source_dir: Path, zip_path: Path, root_name: str) -> None:
             with open(path, "rb") as src, archive.open(info, "w") as dst:
                 while chunk := src.read(CHUNK):
                     dst.write(chunk)
+
+
+def unsafe_entries(archive: Path) -> list[str]:
+    """The entries of the zip ``archive`` that would unpack outside the folder it is unpacked in: absolute names
+    (``/x``, ``C:x``, ``\\x``) and names with a ``..`` part, ``/`` or ``\\`` separated."""
+    with zipfile.ZipFile(archive) as packed:
+        names = packed.namelist()
+    return [
+        name
+        for name in names
+        if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in re.split(r"[/\\]", name)
+    ]
 
 
 def write_checksum(path: Path) -> Path:

@@ -29,6 +29,7 @@ from monai.transforms import Compose, SaveImaged
 from monai.utils import ImageMetaKey
 
 from pipeline.bundle_configs import STANDALONE_INFERENCE, bundle_config_files
+from pipeline.checkpoints.listed_weights import check_listed_weights
 from pipeline.checkpoints.model_config import MODEL_CONFIG_FILE, check_overrides_agree, read_model_config
 from pipeline.checkpoints.safe_loading import verify_checkpoint
 from pipeline.checkpoints.weights_identity import describe_weights
@@ -48,6 +49,7 @@ class BundlePredictor:
     def __init__(self, bundle_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> None:
         bundle_dir = Path(bundle_dir).resolve()
         configs = bundle_dir / "configs"
+        self.bundle_dir = bundle_dir
         self.overrides = {"bundle_root": str(bundle_dir), **(overrides or {})}
         self.workflow = ConfigWorkflow(
             config_file=[str(path) for path in bundle_config_files(bundle_dir, [STANDALONE_INFERENCE])],
@@ -75,8 +77,10 @@ class BundlePredictor:
         """Initialise the workflow for ``slice_files`` (the 2D files :meth:`segment_slice_files` segments), build
         the network and load its weights, checked, into it; return ``self``.
 
-        Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError`` or
-        ``CheckpointMismatchError`` (one line each, naming the file) before anything is segmented.
+        Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError``,
+        ``DamagedCheckpointError`` or ``CheckpointMismatchError`` (one line each, naming the file) before anything is
+        segmented. Weights whose hash differs from the one the bundle's ``large_files.yml`` lists for them are
+        named in a warning, or refused with ``ListedWeightsError`` under ``strict_weights``.
         """
         self.workflow.parser["datalist"] = [{"image": str(path)} for path in slice_files]
         self.workflow.initialize()
@@ -84,6 +88,7 @@ class BundlePredictor:
         state = verify_checkpoint(self.weights_path, network)
         network.load_state_dict(state)
         self.weights = describe_weights(self.weights_path, self.value("folds"), state)
+        check_listed_weights(self.bundle_dir, self.weights_path, self.weights["sha256"], self.value("strict_weights"))
         meta = self.workflow.parser.get("_meta_", {})
         self.slice_segmenter = SliceSegmenter(
             network=network,
