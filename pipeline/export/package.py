@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import zipfile
@@ -31,8 +32,15 @@ def digest_of(path: Path, hash_type: str) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    """The hexadecimal SHA-256 of the file at ``path``."""
-    return digest_of(path, "sha256")
+    """The hexadecimal SHA-256 of the file at ``path``; a file unchanged since an earlier call (same size, same
+    modification time in nanoseconds) is not read again."""
+    status = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return digest_of(Path(path), "sha256")
 
 
 def write_zip(source_dir: Path, zip_path: Path, root_name: str) -> None:
