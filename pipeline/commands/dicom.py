@@ -77,8 +77,8 @@ def ae_title(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Query, retrieve, segment and store; 1 when any series failed."""
-    from pipeline.outputs.lock import output_folder_lock
     from pipeline.inference.predictor import BundlePredictor
+    from pipeline.outputs.lock import output_folder_lock
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")

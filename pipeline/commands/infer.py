@@ -92,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.export.package import sha256_of
     from pipeline.handlers import InputFailuresError
     from pipeline.inference.discovery import find_inputs, nothing_to_segment, read_series
-    from pipeline.outputs.lock import output_folder_lock
     from pipeline.inference.plan import (
         declared_shape,
         earlier_settings_differ,
@@ -111,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         write_inference_record,
     )
     from pipeline.inference.scans import segment_scans
+    from pipeline.outputs.lock import output_folder_lock
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
 
     output, source = args.output.resolve(), args.input.absolute()
