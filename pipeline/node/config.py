@@ -209,9 +209,12 @@ def _send_to(
         called = _ae_title(raw["ae_title"], f"{where}: send_to.ae_title")
         return PacsNode(str(raw["host"]), _port(raw["port"], f"{where}: send_to.port"), called, ae_title, timeout)
     if isinstance(raw, dict) and "url" in raw and set(raw) <= {"url", "auth_file"}:
-        from pipeline.dicom.dicomweb import check_url
+        from pipeline.dicom.dicomweb import DicomwebError, check_url
 
-        url = check_url(str(raw["url"]))
+        try:
+            url = check_url(str(raw["url"]))
+        except DicomwebError as error:
+            raise NodeConfigError(f"{where}: send_to.url: {error}") from None
         auth = raw.get("auth_file")
         return DicomwebDestination(url, folder / auth if auth else None)
     raise NodeConfigError(

@@ -15,12 +15,12 @@ from pathlib import Path
 import pydicom
 
 from pipeline.dicom.series import read_dicom_folder
-from pipeline.inference.scans import SEG_SUFFIX, failure_line, segment_series
+from pipeline.inference.scans import SEG_SUFFIX, segment_series
 from pipeline.inference.slice_segmenter import SliceSegmenter
 from pipeline.node.journal import Journal, SeriesEntry
 from pipeline.node.spool import Spool
 from pipeline.outputs import output_path, safe_name
-from pipeline.user_errors import UserError
+from pipeline.user_errors import UserError, find_user_error
 
 log = logging.getLogger("pipeline.node")
 
@@ -56,7 +56,7 @@ class SegmentationWorker:
             path = self._segment(entry)
             seg_uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
         except Exception as error:  # whatever one series trips on is its failure, not the node's
-            reason = failure_line(f"series {entry.series_uid}", error)
+            reason = str(find_user_error(error) or f"{type(error).__name__}: {error}")
             if self.journal.mark_failed(entry, reason):
                 log.error("series %s from %s: %d instances received, failed: %s", *_who(entry), reason)
             return True
