@@ -14,8 +14,8 @@ from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
-from pipeline.outputs.lock import LOCK_NAME
 from pipeline.networks import state_digest
+from pipeline.outputs.lock import LOCK_NAME
 
 
 def _png(path: Path) -> Path:

@@ -77,13 +77,14 @@ def _serve(config) -> int:
 
 
 def _node_logger() -> logging.Logger:
-    """The node's log, one line per event on stderr with its time; pynetdicom's own lines only from warnings up."""
+    """The node's log, one line per event on stderr with its time; the DICOM libraries' own lines only from
+    warnings up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log = logging.getLogger("pipeline.node")
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-    for name in ("pynetdicom", "dicomweb_client"):
+    for name in ("pynetdicom", "dicomweb_client", "highdicom"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return log

@@ -51,7 +51,7 @@ class NodeConfig:
     sop_classes: tuple[str, ...] = DEFAULT_SOP_CLASSES
     series_description: re.Pattern | None = None
     other_objects: str = "ignore"
-    quiet_seconds: float = 10.0
+    quiet_seconds: float = 60.0
     retry_first_seconds: float = 10.0
     retry_max_seconds: float = 600.0
     timeout_seconds: float = 30.0
@@ -117,7 +117,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if unknown_retry:
         raise NodeConfigError(f"{where}: unknown key retry.{unknown_retry[0]}; the keys are first_seconds, max_seconds")
     numbers = {
-        "quiet_seconds": raw.get("quiet_seconds", 10.0),
+        "quiet_seconds": raw.get("quiet_seconds", 60.0),
         "retry.first_seconds": retry.get("first_seconds", 10.0),
         "retry.max_seconds": retry.get("max_seconds", 600.0),
         "timeout_seconds": raw.get("timeout_seconds", 30.0),
