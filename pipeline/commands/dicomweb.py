@@ -4,6 +4,7 @@ them and store each DICOM SEG back (STOW-RS)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    for name in ("dicomweb_client", "highdicom"):  # one line per step is printed here; theirs only from warnings up
+        logging.getLogger(name).setLevel(logging.WARNING)
     overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
     predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()
