@@ -27,6 +27,7 @@ from pipeline.inference.predictor import BundlePredictor
 from pipeline.inference.slice_segmenter import SliceSegmenter
 from pipeline.node.config import load_node_config
 from pipeline.node.journal import FAILED, SENT, read_journal
+from pipeline.node.scp import NodeListenError
 from pipeline.node.service import DicomNode
 from pipeline.node.status import status_report
 from pipeline.outputs import safe_name
@@ -361,3 +362,11 @@ def test_the_journal_is_shared_by_the_receiving_threads(tmp_path, pacs, start_no
     assert sorted(seg.ReferencedSeriesSequence[0].SeriesInstanceUID for seg in pacs.received) == sorted(
         item[0].SeriesInstanceUID for item in series
     )
+
+
+def test_a_port_already_in_use_is_one_error_line(tmp_path, pacs, start_node):
+    node = start_node(write_config(tmp_path / "first", free_port(), pacs.port))
+    with pytest.raises(
+        NodeListenError, match=rf"cannot listen on 127\.0\.0\.1:{node.config.port}: Address already in use"
+    ):
+        start_node(write_config(tmp_path / "second", node.config.port, pacs.port))

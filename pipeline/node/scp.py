@@ -31,6 +31,7 @@ from pipeline.dicom.series import UnusableInstanceError, check_instance
 from pipeline.node.config import NodeConfig
 from pipeline.node.journal import IGNORED, REJECTED, Journal
 from pipeline.node.spool import Spool
+from pipeline.user_errors import UserError
 
 SUCCESS = 0x0000
 SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -39,6 +40,10 @@ DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 
 log = logging.getLogger("pipeline.node")
+
+
+class NodeListenError(UserError, OSError):
+    """The node cannot listen on its address and port."""
 
 
 class _Refused(Exception):
@@ -70,13 +75,20 @@ class StorageSCP:
         self._server = None
 
     def start(self) -> None:
-        """Listen on the configured address and port, in the background."""
+        """Listen on the configured address and port, in the background; ``NodeListenError`` when it cannot."""
         handlers = [
             (evt.EVT_C_STORE, self._store),
             (evt.EVT_RELEASED, self._released),
             (evt.EVT_ABORTED, self._aborted),
         ]
-        self._server = self._ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
+        address = (self.config.host, self.config.port)
+        try:
+            self._server = self._ae.start_server(address, block=False, evt_handlers=handlers)
+        except OSError as error:
+            raise NodeListenError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror or error}; is another "
+                "program (or node) using that port?"
+            ) from None
 
     def stop(self) -> None:
         """Stop listening and abort the associations in progress (their senders resend what was not answered)."""
