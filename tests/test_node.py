@@ -370,3 +370,18 @@ def test_a_port_already_in_use_is_one_error_line(tmp_path, pacs, start_node):
         NodeListenError, match=rf"cannot listen on 127\.0\.0\.1:{node.config.port}: Address already in use"
     ):
         start_node(write_config(tmp_path / "second", node.config.port, pacs.port))
+
+
+def test_a_new_instance_after_the_seg_was_sent_opens_the_series_again_and_it_is_segmented_with_all_its_instances(
+    tmp_path, pacs, start_node
+):
+    config = write_config(tmp_path, free_port(), pacs.port)
+    node = start_node(config)
+    series = mr_slices(3)
+    assert push(node.config.port, series[:2]) == [0, 0]
+    wait_for(lambda: len(pacs.received) == 1, "the first SEG")
+    assert push(node.config.port, series[2:]) == [0]
+    wait_for(lambda: len(pacs.received) == 2, "the second SEG")
+    first, second = (len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) for seg in pacs.received)
+    assert (first, second) == (2, 3)
+    assert pacs.received[0].SOPInstanceUID != pacs.received[1].SOPInstanceUID
