@@ -385,3 +385,18 @@ def test_a_new_instance_after_the_seg_was_sent_opens_the_series_again_and_it_is_
     first, second = (len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) for seg in pacs.received)
     assert (first, second) == (2, 3)
     assert pacs.received[0].SOPInstanceUID != pacs.received[1].SOPInstanceUID
+
+
+def test_a_yaml_config_gives_the_same_settings_as_json(tmp_path):
+    (tmp_path / "node.yaml").write_text(
+        "ae_title: BRAINSEG\nport: 11112\nwork_dir: work\n"
+        "callers:\n  ORTHANC: {host: pacs.example.org, port: 4242}\n  MRI3T: {}\n"
+        "send_to: {ae_title: ARCHIVE, host: archive.example.org, port: 104}\n"
+        "segment:\n  sop_classes: [MRImageStorage]\n  series_description: '(?i)t1'\n  other_objects: reject\n"
+        "model: {device: cpu, folds: [1]}\n"
+    )
+    config = load_node_config(tmp_path / "node.yaml")
+    assert config.work_dir == tmp_path / "work" and config.callers["MRI3T"] is None
+    assert str(config.destination("MRI3T")) == "ARCHIVE@archive.example.org:104"
+    assert config.sop_classes == (MRImageStorage,) and config.series_description.search("T1 post")
+    assert config.model_overrides == {"folds": [1], "device": "$torch.device('cpu')"}
