@@ -125,7 +125,15 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
 
-    def _event(self, db: sqlite3.Connection, kind: str, series_uid=None, sop_uid=None, calling_aet=None, detail=None):
+    def _event(
+        self,
+        db: sqlite3.Connection,
+        kind: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        calling_aet: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         db.execute(
             "INSERT INTO events (time, kind, series_uid, sop_uid, calling_aet, detail) VALUES (?, ?, ?, ?, ?, ?)",
             (time.time(), kind, series_uid, sop_uid, calling_aet, detail),
@@ -207,12 +215,6 @@ class Journal:
             (SEGMENTED, now),
         )
 
-    def next_send_time(self) -> float | None:
-        """When the next retried send is due, or None when none waits."""
-        with self._lock:
-            row = self._db.execute("SELECT MIN(next_send) FROM series WHERE state = ?", (SEGMENTED,)).fetchone()
-        return row[0]
-
     def mark_segmented(self, entry: SeriesEntry, seg_file: str, seg_uid: str, seconds: float) -> bool:
         """Record the SEG of ``entry``; False (nothing recorded) when instances arrived since it was taken."""
         return self._finish(
@@ -258,10 +260,6 @@ class Journal:
                 (retry_at, reason, entry.series_uid, SEGMENTED, entry.seg_uid),
             )
             self._event(db, SEND_FAILED, entry.series_uid, calling_aet=entry.calling_aet, detail=reason)
-
-    def series(self, series_uid: str) -> SeriesEntry | None:
-        """The journal's entry of ``series_uid``."""
-        return self._one("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
 
     def _one(self, query: str, values: tuple) -> SeriesEntry | None:
         with self._lock:
