@@ -21,6 +21,8 @@ COMMANDS = (
     "infer",
     "ensemble",
     "dicom",
+    "dicomweb",
+    "serve",
     "demo",
     "export",
     "check",

@@ -34,6 +34,8 @@ from pipeline.data.pixel_budget import OversizedScanError, refuse_oversized_scan
 from pipeline.user_errors import UserError
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files beside it, not an instance
+# Integer pixels, and the float pixels of parametric and derived images (which may hold NaN).
+PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 # The Python packages that decode each compressed transfer syntax (pip names), named when none is installed.
 _DECODER_PACKAGES = {
@@ -83,6 +85,10 @@ class DicomSeries:
 
 class _Unusable(Exception):
     """A file or series that cannot be read, with the reason as its message."""
+
+
+class UnusableInstanceError(UserError, ValueError):
+    """One DICOM instance that cannot be a slice of a segmented series, with the reason as its message."""
 
 
 @dataclass(eq=False)
@@ -189,6 +195,19 @@ def _pixel_digest(dataset: Dataset) -> str:
     return hashlib.sha256(pixels).hexdigest() if pixels else ""
 
 
+def check_instance(dataset: Dataset) -> None:
+    """Raise ``UnusableInstanceError`` with the reason :func:`read_dicom_folder` would give when ``dataset`` is
+    not a usable image instance (not an image, no or undecodable pixel data, colour, no plane in 3D), or when
+    its pixel values are not all finite (NaN or infinite float pixels)."""
+    try:
+        frames = _frames(Path(str(dataset.get("SOPInstanceUID", "instance"))), dataset)
+    except _Unusable as error:
+        raise UnusableInstanceError(str(error)) from None
+    bad = sum(int(np.count_nonzero(~np.isfinite(frame.stored))) for frame in frames)
+    if bad:
+        raise UnusableInstanceError(f"{bad} pixels are NaN or infinite")
+
+
 def _read_dataset(file: Path) -> Dataset | None:
     """The dataset in ``file`` (``None`` for a DICOMDIR); ``_Unusable`` when it is not DICOM or not readable."""
     try:
@@ -229,7 +248,7 @@ def _frames(file: Path, dataset: Dataset) -> list[_Frame]:
         raise _Unusable(
             f"not an image: {_sop_class_text(dataset)}; only single-channel image storage (MR and the like) is read"
         )
-    if "PixelData" not in dataset:
+    if not any(keyword in dataset for keyword in PIXEL_DATA_KEYWORDS):
         raise _Unusable(f"missing pixel data: {_sop_class_text(dataset)} without a PixelData element")
     samples = int(dataset.get("SamplesPerPixel", 1))
     if samples != 1:
