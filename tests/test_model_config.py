@@ -124,5 +124,5 @@ def test_the_cpu_recipe_trains_on_crops_and_saves_the_whole_slice_definition(tmp
 def test_an_unknown_recipe_is_one_line_naming_the_known_ones(tmp_path, capsys):
     assert main(["train", "--dataset-dir", str(tmp_path), "--recipe", "fast", "--device", "cpu"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.endswith("train_fast.json: no such recipe; the bundle has: cpu") and "\n" not in error
+    assert error.endswith("train_fast.json: no such recipe; the bundle has: augment, cpu, deep_supervision") and "\n" not in error
     assert not any(tmp_path.iterdir())
