@@ -2,9 +2,11 @@
 
 Each recipe (``--recipes cpu cpu+deep_supervision``: ``train.json`` and the recipe files, as ``train --recipe``
 merges them) trains on the same phantom slices with everything the recipe declares: its transforms and crops,
-its network, loss and handlers (validation attached but idle, the latest checkpoint written every epoch). Runs
-alternate (first recipe, second, ..., first, ...) and the fastest of each is kept, so that load from other
-processes hits all alike; the first ``--warmup`` iterations of every run are not timed.
+its network, loss and handlers (validation attached but idle, the latest checkpoint written every epoch). Each
+iteration is timed from fetching its batch to the end of its optimiser step; runs alternate (first recipe,
+second, ..., then in reverse order, ...) and the median iteration of each recipe over all its runs is kept, so
+that load from other processes, and its drift, hits all alike. The first ``--warmup`` iterations of every run
+are not timed.
 
 Prints one JSON line.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
-from bench_training import time_bundle
+from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 from phantom_slices import phantom_datalist
 from run_environment import run_environment
@@ -51,6 +55,28 @@ def recipe_workflow(recipe: str, args: argparse.Namespace, datalist: list[dict],
     return workflow
 
 
+def iteration_seconds(trainer: Engine, warmup: int) -> list[float]:
+    """Run ``trainer`` once; the seconds of each iteration after the first ``warmup``, batch fetching included."""
+    started: dict[str, float] = {}
+    seconds: list[float] = []
+
+    def batch_started(engine: Engine) -> None:
+        started["at"] = time.perf_counter()
+
+    def iteration_completed(engine: Engine) -> None:
+        if engine.state.iteration > warmup:
+            seconds.append(time.perf_counter() - started["at"])
+
+    handlers = [
+        trainer.add_event_handler(Events.GET_BATCH_STARTED, batch_started),
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, iteration_completed),
+    ]
+    trainer.run()
+    for handler in handlers:
+        handler.remove()
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", nargs="+", default=["cpu", "cpu+deep_supervision"])
@@ -72,21 +98,23 @@ def main() -> None:
         datalist = phantom_datalist(work / "phantoms", args.iterations * args.batch, size=args.size)
         workflows = {recipe: recipe_workflow(recipe, args, datalist, work) for recipe in args.recipes}
         seconds: dict[str, list[float]] = {recipe: [] for recipe in args.recipes}
-        for _ in range(args.repeats):
-            for recipe, workflow in workflows.items():
-                seconds[recipe].append(time_bundle(workflow.parser.get_parsed_content("train#trainer"), args.warmup)[0])
+        for repeat in range(args.repeats):
+            for recipe in args.recipes if repeat % 2 == 0 else args.recipes[::-1]:
+                trainer = workflows[recipe].parser.get_parsed_content("train#trainer")
+                seconds[recipe] += iteration_seconds(trainer, args.warmup)
         for workflow in workflows.values():
             workflow.finalize()
 
-    timed_images = (args.iterations * args.epochs - args.warmup) * args.batch
-    first = min(seconds[args.recipes[0]])
+    median = {recipe: statistics.median(times) for recipe, times in seconds.items()}
+    first = median[args.recipes[0]]
     results = [
         {
             "recipe": recipe,
-            "images_per_s": round(timed_images / min(runs), 2),
-            "time_vs_first": round(min(runs) / first, 3),
+            "median_iteration_s": round(median[recipe], 3),
+            "images_per_s": round(args.batch / median[recipe], 2),
+            "time_vs_first": round(median[recipe] / first, 3),
         }
-        for recipe, runs in seconds.items()
+        for recipe in args.recipes
     ]
     print(
         json.dumps(
@@ -94,7 +122,7 @@ def main() -> None:
                 "benchmark": "bench_recipes",
                 "size": args.size,
                 "batch": args.batch,
-                "timed_iterations": args.iterations * args.epochs - args.warmup,
+                "timed_iterations_per_recipe": len(seconds[args.recipes[0]]),
                 "repeats": args.repeats,
                 "results": results,
                 **run_environment(),
