@@ -1,6 +1,7 @@
-"""Networks the bundle configs declare as ``network_def``."""
+"""Networks the bundle configs declare as ``network_def``, and the training-only deep supervision around one."""
 
+from pipeline.networks.deep_supervision import DeepSupervision
 from pipeline.networks.ensemble import ProbabilityEnsemble, state_digest
 from pipeline.networks.unet import UNet2D
 
-__all__ = ["ProbabilityEnsemble", "UNet2D", "state_digest"]
+__all__ = ["DeepSupervision", "ProbabilityEnsemble", "UNet2D", "state_digest"]

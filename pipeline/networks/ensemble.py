@@ -59,6 +59,12 @@ class ProbabilityEnsemble(nn.Module):
         return torch.log((total / len(self.active)).clamp_min(self.smallest_probability))
 
 
+def member_state(state: Mapping[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+    """The weights of member ``index`` in the state dict ``state`` of an ensemble, named as the member's own."""
+    prefix = f"{MEMBER_PREFIX}{index}."
+    return {name[len(prefix) :]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+
+
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict's names, dtypes, shapes and values, independent of how the file holding it was
     written: one fold model has the same digest alone in its run folder and as a member of the shipped ensemble."""
