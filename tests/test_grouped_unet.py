@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_bundle import trained_looking_unet
 from torch import nn
 
 from pipeline.networks import GroupedUNet2D, UNet2D
@@ -12,24 +13,6 @@ SMALL = (4, 8, 16, 32, 64)
 # Grouped and channels_last kernels sum in another order than the members' own: equal up to float rounding,
 # which instance norm amplifies where a deep feature map has few pixels.
 TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}
-
-
-def trained_looking_unet(seed: int, **kwargs) -> UNet2D:
-    """A small U-Net in eval mode whose batch norms hold running statistics and affine weights far from the
-    defaults, as after training, so that a member given another member's statistics would differ."""
-    torch.manual_seed(seed)
-    network = UNet2D(features=SMALL, **kwargs)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)) and module.affine:
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and module.bias is not None:
-                module.bias.uniform_(-0.1, 0.1)
-    return network.eval()
 
 
 @pytest.mark.parametrize("norm", [None, "batch", "instance"])
