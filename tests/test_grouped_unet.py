@@ -34,8 +34,9 @@ def test_a_member_alone_is_the_member_in_channels_last():
         torch.testing.assert_close(GroupedUNet2D([member])(image), member(image), **TOLERANCE)
 
 
-def test_every_layer_runs_once_for_all_members_in_channels_last():
-    grouped = GroupedUNet2D([trained_looking_unet(seed, norm="batch") for seed in range(4)])
+def test_the_inner_layers_run_once_for_all_members_in_channels_last_and_the_outer_level_per_member():
+    members = [trained_looking_unet(seed, norm="batch") for seed in range(4)]
+    grouped = GroupedUNet2D(members)
     convolutions = [layer for layer in grouped.modules() if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))]
     layouts = []
     for layer in convolutions:
@@ -43,9 +44,13 @@ def test_every_layer_runs_once_for_all_members_in_channels_last():
             lambda _, inputs, output: layouts.append(output.is_contiguous(memory_format=torch.channels_last))
         )
     with torch.no_grad():
-        grouped(torch.rand(1, 1, 32, 32))
-    assert len(convolutions) == 23 and all(layer.groups == 4 for layer in convolutions[1:])
-    assert len(layouts) == 23 and all(layouts[1:-1])  # the head's output is made contiguous for the caller
+        logits = grouped(torch.rand(1, 1, 32, 32))
+    groups = sorted(layer.groups for layer in convolutions)
+    # Encoder levels 2-4 and the bottleneck (2 convolutions each), decoder levels 4-2 (an up-convolution and 2)
+    # grouped; each member's first encoder block (2), last decoder block (3) and head (1) in its own layers.
+    assert groups == [1] * (4 * 6) + [4] * (4 * 2 + 3 * 3)
+    assert len(layouts) == len(convolutions) and all(layouts)
+    assert logits.is_contiguous()  # made contiguous for the caller
 
 
 def test_the_copy_keeps_the_weights_it_was_built_from_and_is_never_trained():

@@ -83,7 +83,7 @@ class ProbabilityEnsemble(nn.Module):
     def _member_logits(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Each active member's logits, in fold order."""
         if not torch.jit.is_scripting():
-            if self._runs_as_one_network():
+            if self.runs_as_one_network():
                 return list(self._grouped_network()(inputs).unflatten(1, (len(self.active), -1)).unbind(1))
         logits: list[torch.Tensor] = []
         for index, member in enumerate(self.members):
@@ -92,8 +92,9 @@ class ProbabilityEnsemble(nn.Module):
         return logits
 
     @torch.jit.unused
-    def _runs_as_one_network(self) -> bool:
-        """Inference in eager mode: not training, no gradients, not traced for export."""
+    def runs_as_one_network(self) -> bool:
+        """Whether a forward pass now runs the members as one network: ``one_network`` with :class:`UNet2D`
+        members, in eval mode, without gradients, in eager mode (not traced or compiled for export)."""
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
         return self.one_network and not self.training and not torch.is_grad_enabled() and not exporting
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -14,18 +15,23 @@ __all__ = ["GroupedUNet2D"]
 
 
 class GroupedUNet2D(UNet2D):
-    """The inference of several :class:`UNet2D` of the same arguments as one network of grouped layers.
+    """The inference of several :class:`UNet2D` of the same arguments as one network.
 
-    Each convolution holds every member's weights side by side (``groups`` = the member count; the first one
-    takes the shared input image), each normalisation their statistics and affine weights side by side, so each
-    layer runs once for all members instead of once per member. Member ``g``'s feature maps are the channels
-    ``[g * C, (g + 1) * C)`` of each map; the output is ``(N, members * out_channels, H_out, W_out)``, member
-    ``g``'s logits in channels ``[g * out_channels, (g + 1) * out_channels)``. Feature maps are ``channels_last``
-    (oneDNN and cuDNN's native layout) and the output contiguous. It takes the same inputs, pads and crops as
-    :class:`UNet2D` (its ``forward`` is the same); each member's logits equal that member's to float rounding.
+    The inner levels (encoder levels 2-4, the bottleneck, decoder levels 4-2) hold every member's weights side by
+    side: each convolution is grouped (``groups`` = the member count) and each normalisation holds the members'
+    statistics and affine weights side by side, so each of these layers runs once for all members; member
+    ``g``'s feature maps are the channels ``[g * C, (g + 1) * C)`` of each map. The outermost level (the first
+    encoder block, the last decoder block and the head), whose maps are the largest, runs member by member on
+    copies of the members' own blocks: grouped, its maps would be ``members`` times larger, and the C allocator
+    hands blocks that large back to the system after each pass, so that every pass would pay again for the
+    memory (a fifth more CPU time for four members at 256 px). Feature maps are ``channels_last`` (oneDNN's and
+    cuDNN's native layout).
 
-    It holds copies of the members' weights taken when it is built, and runs as the members do in eval mode
-    (running statistics, no dropout); it is never trained.
+    It takes the same inputs, pads and crops as :class:`UNet2D` (its ``forward`` is the same) and returns
+    ``(N, members * out_channels, H_out, W_out)``, member ``g``'s logits in channels
+    ``[g * out_channels, (g + 1) * out_channels)``, equal to that member's own to float rounding. It holds copies
+    of the members' weights taken when it is built and runs as the members do in eval mode (running statistics,
+    no dropout); it is never trained.
 
     Args:
         members: networks built with the same arguments (any norm and padding), whose weights it copies.
@@ -40,33 +46,37 @@ class GroupedUNet2D(UNet2D):
         shapes = [{name: value.shape for name, value in member.state_dict().items()} for member in members]
         if any(shape != shapes[0] for shape in shapes[1:]):
             raise ValueError("GroupedUNet2D needs members built with the same arguments")
-        # UNet2D.__init__ would build and initialise one member's layers only to have them replaced: the grouped
-        # layers are built here instead, and the attributes UNet2D.forward reads are copied from the first member.
+        # UNet2D.__init__ would build and initialise one member's layers only to have them replaced: the layers
+        # are built here instead, and the attributes UNet2D.forward reads are copied from the first member.
         nn.Module.__init__(self)
         first = members[0]
         self.in_channels = first.in_channels
         self.out_channels = len(members) * first.out_channels
         self.padding = first.padding
         self.groups = len(members)
+        self.outer_encoder = nn.ModuleList(copy.deepcopy(member.encoder[0]) for member in members)
+        self.outer_decoder = nn.ModuleList(copy.deepcopy(member.decoder[-1]) for member in members)
+        self.heads = nn.ModuleList(copy.deepcopy(member.head) for member in members)
         self.encoder = nn.ModuleList(
-            _grouped_double_conv([member.encoder[level].convs for member in members], shared_input=level == 0)
-            for level in range(len(first.encoder))
+            _grouped_double_conv([member.encoder[level].convs for member in members])
+            for level in range(1, len(first.encoder))
         )
-        self.bottleneck = _grouped_double_conv([member.bottleneck for member in members], shared_input=False)
+        self.bottleneck = _grouped_double_conv([member.bottleneck for member in members])
+        inner_decoder = range(len(first.decoder) - 1)  # deepest first, as in UNet2D
         self.ups = nn.ModuleList(
-            _grouped_conv([member.decoder[level].up for member in members], shared_input=False)
-            for level in range(len(first.decoder))
+            _grouped_conv([member.decoder[level].up for member in members]) for level in inner_decoder
         )
         self.decoder = nn.ModuleList(
-            _grouped_double_conv([member.decoder[level].convs for member in members], shared_input=False)
-            for level in range(len(first.decoder))
+            _grouped_double_conv([member.decoder[level].convs for member in members]) for level in inner_decoder
         )
-        self.head = _grouped_conv([member.head for member in members], shared_input=False)
         self.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         self.eval()
 
     def _unet(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        outer = [block(x) for block in self.outer_encoder]  # each member's (skip, pooled), features[0] channels
+        x = torch.cat([pooled for _, pooled in outer], dim=1)  # (N, groups * features[0], H / 2, W / 2) "same"
         skips: list[torch.Tensor] = []
         for convs in self.encoder:
             skip = convs(x)  # (N, groups * features[i], H / 2^i, W / 2^i) "same"
@@ -74,9 +84,14 @@ class GroupedUNet2D(UNet2D):
             x = F.max_pool2d(skip, kernel_size=2)
         x = self.bottleneck(x)  # (N, groups * features[4], H / 16, W / 16) "same"
         for level, (up, convs) in enumerate(zip(self.ups, self.decoder, strict=True)):
-            x = up(x)  # (N, groups * features[3 - level], 2h, 2w)
-            x = convs(_join_per_member(skips[len(skips) - 1 - level], x, self.groups))
-        return self.head(x).contiguous()  # (N, groups * out_channels, H, W) "same"
+            x = convs(_join_per_member(skips[len(skips) - 1 - level], up(x), self.groups))
+        # Each member's (N, features[1], H / 2, W / 2) "same", as a dense channels_last map for its up-convolution.
+        inner = [member.contiguous(memory_format=torch.channels_last) for member in x.chunk(self.groups, dim=1)]
+        logits = [
+            head(block(member_inner, skip))
+            for (skip, _), member_inner, block, head in zip(outer, inner, self.outer_decoder, self.heads, strict=True)
+        ]
+        return torch.cat(logits, dim=1).contiguous()  # (N, groups * out_channels, H, W) "same"
 
 
 def _join_per_member(skip: torch.Tensor, up: torch.Tensor, groups: int) -> torch.Tensor:
@@ -95,13 +110,11 @@ def _join_per_member(skip: torch.Tensor, up: torch.Tensor, groups: int) -> torch
     return joined
 
 
-def _grouped_double_conv(blocks: Sequence[DoubleConv], shared_input: bool) -> nn.Sequential:
+def _grouped_double_conv(blocks: Sequence[DoubleConv]) -> nn.Sequential:
     """The members' :class:`DoubleConv` blocks as one: each convolution grouped, then its norm, then ReLU."""
     layers: list[nn.Module] = []
-    for index, convolutions in enumerate(zip(*blocks, strict=True)):  # the members' MONAI Convolution blocks
-        layers.append(_grouped_conv([block.conv for block in convolutions], shared_input and index == 0))
-        if shared_input and index == 0:
-            layers.append(_ChannelsLast())  # a one-channel image makes the first convolution's output contiguous
+    for convolutions in zip(*blocks, strict=True):  # the members' MONAI Convolution blocks
+        layers.append(_grouped_conv([block.conv for block in convolutions]))
         norms = [getattr(block.adn, "N", None) for block in convolutions]
         if norms[0] is not None:
             layers.append(_grouped_norm(norms))
@@ -109,22 +122,19 @@ def _grouped_double_conv(blocks: Sequence[DoubleConv], shared_input: bool) -> nn
     return nn.Sequential(*layers)
 
 
-def _grouped_conv(layers: Sequence[nn.Conv2d | nn.ConvTranspose2d], shared_input: bool) -> nn.Module:
-    """One convolution holding ``layers``' weights side by side: grouped, or, for ``shared_input``, one plain
-    convolution whose output channels are every member's (they all read the same input)."""
+def _grouped_conv(layers: Sequence[nn.Conv2d | nn.ConvTranspose2d]) -> nn.Module:
+    """One grouped convolution (or transposed convolution) holding ``layers``' weights side by side."""
     first, count = layers[0], len(layers)
-    kind = type(first)
-    in_channels = first.in_channels * (1 if shared_input else count)
     arguments = {
         "kernel_size": first.kernel_size,
         "stride": first.stride,
         "padding": first.padding,
-        "groups": 1 if shared_input else count,
+        "groups": count,
         "bias": first.bias is not None,
         "device": first.weight.device,
         "dtype": first.weight.dtype,
     }
-    grouped = nn.utils.skip_init(kind, in_channels, first.out_channels * count, **arguments)
+    grouped = nn.utils.skip_init(type(first), first.in_channels * count, first.out_channels * count, **arguments)
     with torch.no_grad():
         grouped.weight.copy_(torch.cat([layer.weight for layer in layers]))
         if grouped.bias is not None:
@@ -151,10 +161,3 @@ def _grouped_norm(norms: Sequence[nn.BatchNorm2d | nn.InstanceNorm2d]) -> nn.Mod
             if target is not None:
                 target.copy_(torch.cat([getattr(norm, name) for norm in norms]))
     return grouped
-
-
-class _ChannelsLast(nn.Module):
-    """The input in ``channels_last`` memory format."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last)
