@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides, quiet_override
 from pipeline.user_errors import UserError
 
 DEFAULT_FOLDS = (1, 2, 3, 4)
@@ -50,8 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="after the table, write the ensemble of the trained folds to <bundle>/models (replacing its model) and "
         "configs/inference.json with its definition",
     )
-    add_bundle_arguments(parser)
-    parser.set_defaults(accepts_overrides=True)
+    add_bundle_arguments(parser, example="--epochs 30 --val_interval 4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("src", "meta"))
     return parser
 
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.workflow import check_bundle_overrides, run_bundle
 
     folds = fold_paths(args.out, sorted(set(args.folds)))
-    overrides = {**device_override(args.device), **parse_overrides(args.overrides)}
+    overrides = {**device_override(args.device), **quiet_override(args.quiet), **parse_overrides(args.overrides)}
     require_recipe(args.bundle, args.recipe)
     configs = train_configs(args.recipe)
     if not args.summary_only:
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 ckpt_dir=str(fold.model_dir.resolve()),
                 output_dir=str(fold.validation.resolve()),
                 **device_override(args.device),
+                **quiet_override(args.quiet),
             )
 
         run_crossval(folds, train, evaluate, epochs)

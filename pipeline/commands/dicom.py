@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.overrides import (
     add_bundle_arguments,
+    add_checkpoint_argument,
     add_folds_argument,
     device_override,
     folds_override,
@@ -61,7 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--nifti-copy", action="store_true", help="also write each series' mask as NIfTI")
     parser.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     add_folds_argument(parser)
-    add_bundle_arguments(parser)
+    add_checkpoint_argument(parser)
+    add_bundle_arguments(parser, example="--threshold 0.4")
     parser.set_defaults(accepts_overrides=True)
     return parser
 

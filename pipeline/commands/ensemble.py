@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipeline import default_bundle_dir
-from pipeline.overrides import parse_overrides
+from pipeline.overrides import add_quiet_argument, override_epilog, parse_overrides
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,8 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=default_bundle_dir(),
         help="bundle whose threshold and post-processing make the masks (default: %(default)s)",
     )
-    parser.epilog = "Any other --KEY VALUE pair overrides the bundle config, e.g. --threshold 0.4."
-    parser.set_defaults(accepts_overrides=True)
+    add_quiet_argument(parser)
+    parser.epilog = override_epilog("--threshold 0.4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("inputs",))
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.overrides import (
     add_bundle_arguments,
+    add_checkpoint_argument,
     add_folds_argument,
     device_override,
     folds_override,
@@ -81,8 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="skip the inputs whose outputs in OUTPUT are complete, e.g. after an interrupted run",
     )
-    add_bundle_arguments(parser)
-    parser.set_defaults(accepts_overrides=True)
+    add_checkpoint_argument(parser)
+    add_bundle_arguments(parser, example="--threshold 0.4 --slice_batch_size 4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("input",))
     return parser
 
 
