@@ -28,8 +28,10 @@ from phantom_slices import phantom_datalist
 from run_environment import run_environment
 
 from pipeline import default_bundle_dir
+from pipeline.bundle_configs import bundle_config_files
 
-CONFIG = default_bundle_dir() / "configs" / "train.json"
+# common.json first, then train.json, as every stage merges them
+CONFIGS = [str(path) for path in bundle_config_files(default_bundle_dir(), ["train.json"])]
 
 
 def slices_per_second(dataset: Dataset, batch: int, workers: int) -> float:
@@ -76,7 +78,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     config = ConfigParser()
-    config.read_config(str(CONFIG))
+    config.read_config(CONFIGS)
     config.update({"image_size": args.size, "network_def#features": args.features, "device": "$torch.device('cpu')"})
     with tempfile.TemporaryDirectory() as tmp:
         datalist = phantom_datalist(Path(tmp), args.slices, size=args.source_size)

@@ -35,8 +35,11 @@ from run_environment import run_environment
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline import default_bundle_dir
+from pipeline.bundle_configs import bundle_config_files
 
 CONFIGS = default_bundle_dir() / "configs"
+# common.json first, then train.json, as every stage merges them
+TRAIN_CONFIGS = [str(path) for path in bundle_config_files(default_bundle_dir(), ["train.json"])]
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 # Dense bf16 tensor-core peaks from the vendors' data sheets; the first matching name wins.
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0), ("A100", 312.0))
@@ -45,7 +48,7 @@ PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH
 def bundle_workflow(args: argparse.Namespace, datalist: list[dict], work: Path) -> ConfigWorkflow:
     """``train.json`` set up for ``args``: in-memory data, no augmentation, validation attached but idle."""
     workflow = ConfigWorkflow(
-        config_file=str(CONFIGS / "train.json"),
+        config_file=TRAIN_CONFIGS,
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=str(CONFIGS / "logging.conf"),
         workflow_type="train",

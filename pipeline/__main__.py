@@ -26,6 +26,8 @@ COMMANDS = (
     "infer",
     "ensemble",
     "dicom",
+    "dicomweb",
+    "serve",
     "demo",
     "export",
     "check",

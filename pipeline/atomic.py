@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.user_errors import UserError
+
 # mkstemp's random part is 8 characters of [a-z0-9_]; the final name follows the "~".
 TEMPORARY_PREFIX = "."
 TEMPORARY_NAME = re.compile(r"\.[a-z0-9_]{8}~.+")
+# Write faults of the whole folder, not of one file: every later output would fail alike.
+FOLDER_FAULTS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+}
+_last_folder_fault = threading.local()
+
+
+class OutputFolderFaultError(UserError, OSError):
+    """An output that cannot be written because its folder is full or read-only: a run stops on it."""
+
+
+def take_folder_fault() -> OutputFolderFaultError | None:
+    """The folder fault :func:`atomic_path` last raised in this thread, once (then None).
+
+    MONAI's ``SaveImage`` turns its writer's error into a ``RuntimeError`` holding only the error's text; a run
+    asks here whether the error behind it was a full or read-only output folder.
+    """
+    fault = getattr(_last_folder_fault, "error", None)
+    _last_folder_fault.error = None
+    return fault
 
 
 def current_umask() -> int:
@@ -58,21 +84,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The file gets the mode a plain ``open`` would give it under the process's umask (``mkstemp`` alone
     makes it private), so outputs in a shared folder stay readable by the group that shares it.
     On error the temporary file is removed and ``path`` is left untouched; what a killed process
-    leaves behind, :func:`remove_stale_temporaries` removes at the next start.
+    leaves behind, :func:`remove_stale_temporaries` removes at the next start. A full or read-only folder raises
+    ``OutputFolderFaultError``, one line naming ``path`` (see :func:`take_folder_fault`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=f"~{path.name}", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~current_umask())
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=f"~{path.name}", dir=path.parent)
+        tmp = Path(tmp_name)
+        os.fchmod(fd, 0o666 & ~current_umask())
+        os.close(fd)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if isinstance(error, OutputFolderFaultError) or error.errno not in FOLDER_FAULTS:
+            raise
+        _last_folder_fault.error = OutputFolderFaultError(f"{path}: cannot write: {FOLDER_FAULTS[error.errno]}")
+        raise _last_folder_fault.error from error
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -98,6 +98,21 @@ def add_folds_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_strict_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--strict-weights``: refuse weights that differ from the hash the bundle's ``large_files.yml`` lists."""
+    parser.add_argument(
+        "--strict-weights",
+        action="store_true",
+        help="refuse weights whose hash differs from the one the bundle's large_files.yml lists for them "
+        "(default: a warning; config key strict_weights)",
+    )
+
+
+def strict_weights_override(strict: bool) -> dict[str, bool]:
+    """The config override of ``--strict-weights``, or nothing to keep the config's ``strict_weights``."""
+    return {"strict_weights": True} if strict else {}
+
+
 def folds_override(folds: Sequence[int] | None) -> dict[str, Any]:
     """The config override of ``--folds``: ``{"folds": [...]}``, or nothing when all models run."""
     return {} if folds is None else {"folds": sorted(set(folds))}

@@ -11,13 +11,10 @@ from typing import Any
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from pipeline.bundle_configs import bundle_config_files, merged_config
-from pipeline.checkpoints.model_config import (
-    MODEL_CONFIG_FILE,
-    check_overrides_agree,
-    read_model_config,
-    write_model_config,
-)
+from pipeline.checkpoints.listed_weights import check_listed_weights
+from pipeline.checkpoints.model_config import MODEL_CONFIG_FILE, check_overrides_agree, read_model_config
 from pipeline.checkpoints.safe_loading import verify_checkpoint
+from pipeline.export.package import sha256_of
 from pipeline.overrides import check_overrides
 
 # MONAI warns when the config files are not all in one folder, as a stage's are with the trained model's
@@ -45,10 +42,12 @@ def run_bundle(
 
     The config files are merged in order (later ones override earlier ones), as ``monai.bundle run`` does with
     a list of config files. A training run writes the trained model's definition to
-    ``<ckpt_dir>/model_config.json``; every other stage merges that file last, so it rebuilds the network and
-    the preprocessing the weights were trained with. Returns the finished workflow so callers can read its
-    results. Raises ``UserError`` for an override that fits no key of the configs, and for a stage other than
-    training whose weights (``checkpoint_loader``'s file) are missing, before any of its work.
+    ``<ckpt_dir>/model_config.json`` (``train.json``'s ``initialize``); every other stage merges that file last, so
+    it rebuilds the network and the preprocessing the weights were trained with. Returns the finished workflow so
+    callers can read its results. Raises ``UserError`` for an override that fits no key of the configs, and for a
+    stage other than training whose weights (``checkpoint_loader``'s file) are missing, unreadable, not fitting the
+    network, or (under ``strict_weights``) other than the ones the bundle's ``large_files.yml`` lists, before any
+    of its work.
     """
     bundle_dir = Path(bundle_dir).resolve()
     configs = bundle_dir / "configs"
@@ -65,13 +64,12 @@ def run_bundle(
         **overrides,
     )
     workflow.initialize()
-    if workflow_type == "train":
-        if int(os.environ.get("RANK", "0")) == 0:
-            write_model_config(workflow.parser, workflow.parser.get_parsed_content("ckpt_dir"))
-    elif "checkpoint_loader" in workflow.parser:
+    if workflow_type != "train" and "checkpoint_loader" in workflow.parser:
         # Before the engine runs: refused inside it, ignite and MONAI's StatsHandler would each log it once more.
         loader = workflow.parser.get_parsed_content("checkpoint_loader")
         verify_checkpoint(loader.load_path, loader.load_dict["model"])
+        strict = workflow.parser.get_parsed_content("strict_weights")
+        check_listed_weights(bundle_dir, loader.load_path, sha256_of(Path(loader.load_path)), strict)
     workflow.run()
     workflow.finalize()
     return workflow

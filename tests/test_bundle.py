@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ from tiny_bundle import THRESHOLD_NETWORK, TINY_TRAINING, phantom_dataset, save_
 
 from pipeline import DEFAULT_SCHEMA, default_bundle_dir
 from pipeline.__main__ import COMMANDS, main
+from pipeline.checkpoints import MODEL_CONFIG_FILE
 from pipeline.data.figshare import FigshareMatReader, write_figshare_slice
+from pipeline.export import bundle_export
 from pipeline.overrides import parse_overrides
 from pipeline.user_errors import UserError
 from pipeline.workflow import bundle_config_files, merged_config, run_bundle
@@ -67,6 +70,32 @@ def test_training_prints_one_summary_line_per_epoch_and_none_of_the_known_noise(
     assert len(summaries) == 1 and "epoch 1/1: loss " in summaries[0] and "val_mean_dice" in summaries[0]
     for noise in ("train_loss", "nvImageCodec", "Epoch[1] Complete", "always_return_as_numpy"):
         assert noise not in trained["log"], noise
+
+
+def test_training_through_monai_cli_writes_the_model_definition_beside_the_weights(trained):
+    network_def = json.loads((CONFIGS / "common.json").read_text())["network_def"]
+    assert json.loads((trained["ckpt_dir"] / MODEL_CONFIG_FILE).read_text()) == {
+        "network_def": {**network_def, "features": TINY_TRAINING["network_def#features"]},
+        "image_size": TINY_TRAINING["image_size"],
+        "intensity_percentiles": [0.5, 99.5],
+    }
+
+
+def test_a_model_trained_through_monai_cli_exports_evaluates_and_infers_with_no_setting_retyped(
+    trained, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(bundle_export, "missing_onnx_packages", lambda: ["onnx"])  # ONNX export is tested elsewhere
+    bundle = tmp_path / BUNDLE.name  # its stand-alone inference.json describes the shipped fold ensemble
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "dist", "eval", "runs"))
+    ckpt_dir = str(trained["ckpt_dir"])
+    assert main(["export", "--bundle", str(bundle), "--ckpt", f"{ckpt_dir}/model.pt", "--dist", str(tmp_path)]) == 0
+    run = ["--device", "cpu", "--ckpt_dir", ckpt_dir, "--num_workers", "0"]
+    evaluation = ["evaluate", "--dataset-dir", str(trained["dataset"]), "--output_dir", str(tmp_path / "scores")]
+    assert main([*evaluation, *run]) == 0
+    (tmp_path / "inputs").mkdir()
+    Image.fromarray(_bright_corner_image().astype(np.uint8)).save(tmp_path / "inputs" / "slice.png")
+    assert main(["infer", "--input", str(tmp_path / "inputs"), "--output", str(tmp_path / "masks"), *run]) == 0
+    assert (tmp_path / "masks" / "slice_seg.nii.gz").is_file()
 
 
 def evaluate(trained: dict, output_dir: Path, **overrides) -> ConfigWorkflow:

@@ -205,6 +205,7 @@ COMMAND_CONFIGS = {
     "evaluate": (["train.json", "evaluate.json"], True),
     "infer": (["inference.json"], True),
     "dicom": (["inference.json"], True),
+    "dicomweb": (["inference.json"], True),
     "ensemble": (["inference.json"], True),
 }
 

@@ -24,7 +24,7 @@ def _overrides() -> list[str]:
     return ["--device", "cpu", *(item for key, value in pairs.items() for item in (f"--{key}", json.dumps(value)))]
 
 
-def test_crossval_scores_every_slice_with_the_model_that_never_saw_its_patient(tmp_path):
+def test_crossval_scores_every_slice_with_the_model_that_never_saw_its_patient(tmp_path, capsys):
     synthesize_dataset(tmp_path / "raw", patients=10, slices_per_patient=2, size=128, seed=5)
     bundle = tmp_path / "bundle"
     shutil.copytree(default_bundle_dir(), bundle, ignore=shutil.ignore_patterns("eval", "dist", "runs"))
@@ -47,7 +47,16 @@ def test_crossval_scores_every_slice_with_the_model_that_never_saw_its_patient(t
 
     final = out / "fold_1" / "final" / "model.pt"
     written = final.stat().st_mtime_ns
-    assert main([*command, "--bundle", str(bundle), "--ship", *_overrides()]) == 0
+    shipped_weights = bundle / "models" / "model.pt"
+    before = sha256_of(shipped_weights)
+    capsys.readouterr()
+    assert main([*command, "--bundle", str(bundle), "--ship", *_overrides()]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {shipped_weights}: the bundle ships the ensemble of folds 1, 2, 3, 4; shipping folds 1, 2 would drop "
+        "folds 3, 4; pass --overwrite to replace it"
+    ]
+    assert sha256_of(shipped_weights) == before
+    assert main([*command, "--bundle", str(bundle), "--ship", "--overwrite", *_overrides()]) == 0
     assert final.stat().st_mtime_ns == written  # a finished fold is neither trained nor extracted again
     shipped = json.loads((bundle / "models" / "model_config.json").read_text())
     assert shipped["network_def"]["folds"] == [1, 2]

@@ -160,3 +160,79 @@ def test_a_shipped_ensemble_splits_back_into_the_fold_models_it_was_joined_from(
     original = torch.load(folds[2] / "model.pt", weights_only=True)["model"]
     assert state_digest(torch.load(tmp_path / "again_2" / "model.pt", weights_only=True)) == state_digest(original)
     assert json.loads((tmp_path / "again_2" / MODEL_CONFIG_FILE).read_text()) == DEFINITION
+
+
+def _ensemble(*arguments: str) -> int:
+    return main(["ensemble", *arguments])
+
+
+@pytest.fixture
+def two_runs(tmp_path, folds) -> tuple[Path, Path]:
+    """Two single-fold runs over the same three slices, their probabilities saved."""
+    for index in range(3):
+        _gradient_png(tmp_path / "in" / f"{index}.png")
+    for fold in (1, 2):
+        assert _infer(tmp_path / "in", tmp_path / f"p{fold}", folds[fold], "--save-probabilities") == 0
+    return tmp_path / "p1", tmp_path / "p2"
+
+
+def test_ensemble_writes_a_record_naming_its_runs_their_models_and_every_slice(tmp_path, two_runs):
+    assert _ensemble("--inputs", *map(str, two_runs), "--output", str(tmp_path / "e")) == 0
+    record = json.loads((tmp_path / "e" / "inference_record.json").read_text())
+    assert record["state"] == "finished" and record["settings"]["inputs"] == [str(run) for run in two_runs]
+    runs = {Path(run["folder"]).name: run["sha256"] for run in record["weights"]["runs"]}
+    earlier = {
+        run.name: json.loads((run / "inference_record.json").read_text())["weights"]["sha256"] for run in two_runs
+    }
+    assert runs == earlier
+    entries = {Path(entry["input"]).name: entry for entry in record["inputs"]}
+    assert set(entries) == {"0.png", "1.png", "2.png"}
+    assert all(entry["status"] == "written" and Path(entry["outputs"][0]).is_file() for entry in entries.values())
+    assert not (tmp_path / "e" / ".pipeline-output.lock").exists()
+
+
+def test_ensemble_holds_the_output_lock_and_refuses_inputs_and_full_folders_as_outputs(tmp_path, two_runs, capsys):
+    from pipeline.outputs import output_folder_lock
+
+    with output_folder_lock(tmp_path / "e"):
+        assert _ensemble("--inputs", *map(str, two_runs), "--output", str(tmp_path / "e")) == 1
+    assert "another run" in capsys.readouterr().err
+    assert _ensemble("--inputs", *map(str, two_runs), "--output", str(two_runs[0]), "--overwrite") == 1
+    assert "the output folder is or holds the input run" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("a user's file")
+    assert _ensemble("--inputs", *map(str, two_runs), "--output", str(tmp_path / "full")) == 1
+    assert "already holds files" in capsys.readouterr().err
+
+
+def test_ensemble_refuses_probabilities_of_other_source_files_under_one_name(tmp_path, folds, capsys):
+    _gradient_png(tmp_path / "in_a" / "1.png")
+    (tmp_path / "in_b").mkdir()
+    Image.fromarray(np.full((40, 48), 7, dtype=np.uint8)).save(tmp_path / "in_b" / "1.png")
+    assert _infer(tmp_path / "in_a", tmp_path / "a", folds[1], "--save-probabilities") == 0
+    assert _infer(tmp_path / "in_b", tmp_path / "b", folds[1], "--save-probabilities") == 0
+    assert _ensemble("--inputs", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "e")) == 1
+    assert "not the same slice" in capsys.readouterr().err and not (tmp_path / "e" / "1_seg.nii.gz").exists()
+
+
+@pytest.mark.parametrize("fault", ["nan", "above one", "empty", "truncated"])
+def test_a_bad_probability_fails_its_slice_alone_and_leaves_no_mask_behind(tmp_path, two_runs, fault, capsys):
+    output = tmp_path / "e"
+    assert _ensemble("--inputs", *map(str, two_runs), "--output", str(output)) == 0
+    bad = two_runs[1] / "1_prob.nii.gz"
+    image = nib.load(bad)
+    values = np.asarray(image.dataobj, dtype=np.float32)
+    if fault in ("nan", "above one"):
+        values[3, 4] = np.nan if fault == "nan" else 1.5
+        nib.save(nib.Nifti1Image(values, image.affine), bad)
+    else:
+        bad.write_bytes(b"" if fault == "empty" else bad.read_bytes()[:60])
+    assert _ensemble("--inputs", *map(str, two_runs), "--output", str(output), "--overwrite") == 1
+    assert str(bad) in capsys.readouterr().err
+    entries = {
+        Path(entry["input"]).name: entry
+        for entry in json.loads((output / "inference_record.json").read_text())["inputs"]
+    }
+    assert entries["1.png"]["status"] == "failed" and str(bad) in entries["1.png"]["reason"]
+    assert not (output / "1_seg.nii.gz").exists()  # the earlier run's mask is gone, not passed off as this one's
+    assert entries["0.png"]["status"] == entries["2.png"]["status"] == "written"

@@ -23,7 +23,7 @@ from pipeline import BUNDLE_NAME, DEFAULT_SCHEMA, __version__, default_bundle_di
 from pipeline.__main__ import main
 from pipeline.bundle_configs import write_standalone_inference
 from pipeline.data.figshare import read_figshare_slice
-from pipeline.export import BundleExportError, bundle_export, export_bundle, fetch_large_files
+from pipeline.export import BundleExportError, bundle_export, export_bundle, fetch_large_files, read_large_files
 from pipeline.export.zoo_verification import verify_like_model_zoo
 from pipeline.networks import UNet2D
 from pipeline.workflow import run_bundle
@@ -203,6 +203,24 @@ def test_unzipped_bundle_segments_without_pipeline_exactly_as_the_in_tree_bundle
         np.testing.assert_array_equal(exported_mask, in_tree_mask, err_msg=name)
 
 
+def test_every_weights_file_of_the_zip_comes_from_the_exported_checkpoint_and_the_unzipped_bundle_passes_check(
+    trained, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(bundle_export, "missing_onnx_packages", lambda: ["onnx"])  # ONNX export is tested above
+    bundle = copy_bundle(tmp_path)  # its large_files.yml lists the shipped weights, its models/ holds other ones
+    (bundle / "models").mkdir()
+    torch.save(UNet2D(features=FEATURES, norm="batch").state_dict(), bundle / "models" / "model.pt")
+    assert main(["export", "--bundle", str(bundle), "--ckpt", str(trained["ckpt"]), "--dist", str(tmp_path)]) == 0
+    assert not (bundle / "models" / "model.ts").exists()  # TorchScript of these weights goes beside them
+    (archive,) = tmp_path.glob("*.zip")
+    unpacked = unpack(archive, tmp_path / "unzipped")
+    assert (unpacked / "models" / "model.pt").read_bytes() == trained["ckpt"].read_bytes()
+    listed = {entry["path"]: entry["hash_val"] for entry in read_large_files(unpacked)}
+    assert listed == {"models/model.pt": hashlib.sha256(trained["ckpt"].read_bytes()).hexdigest()}
+    capsys.readouterr()
+    assert main(["check", "--bundle", str(unpacked)]) == 0, capsys.readouterr().err
+
+
 def test_weights_listed_in_large_files_are_fetched_from_a_file_url_and_hash_checked(exported, tmp_path):
     unpacked = unpack(exported["result"].archive, tmp_path)
     originals = {name: (unpacked / "models" / name).read_bytes() for name in ("model.pt", "model.ts", "model.onnx")}
@@ -236,7 +254,7 @@ def test_export_without_the_onnx_packages_writes_the_rest_and_says_how_to_add_th
     monkeypatch.setattr(bundle_export, "missing_onnx_packages", lambda: ["onnx", "onnxruntime"])
     bundle = copy_bundle(tmp_path)
     assert main(["export", "--bundle", str(bundle), "--ckpt", str(trained["ckpt"])]) == 0
-    assert (bundle / "models" / "model.ts").is_file() and not (bundle / "models" / "model.onnx").exists()
+    assert (trained["ckpt"].parent / "model.ts").is_file()
     (archive,) = (bundle / "dist").glob("*.zip")
     with zipfile.ZipFile(archive) as packed:
         assert not any(name.endswith(".onnx") for name in packed.namelist())

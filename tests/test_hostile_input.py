@@ -247,7 +247,7 @@ def test_batch_inference_writes_every_good_mask_lists_the_bad_files_and_exits_no
     arguments += [*_threshold_checkpoint(tmp_path / "models"), "--num_workers", "0"]
     assert main(arguments) == 1
     error = capsys.readouterr().err
-    assert f"{len(bad)} of {len(good) + len(bad)} inputs could not be read" in error
+    assert f"{len(bad)} of {len(good) + len(bad)} inputs could not be segmented" in error
     listed = [line.strip() for line in error.splitlines() if line.startswith("  ")]
     assert sorted(Path(line.split(":")[0]).name for line in listed) == sorted(bad)
     assert sorted(path.name for path in out.glob("*_seg.nii.gz")) == sorted(f"{stem}_seg.nii.gz" for stem in good)

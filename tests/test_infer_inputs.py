@@ -14,8 +14,8 @@ from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline import BUNDLE_NAME, __version__, default_bundle_dir
 from pipeline.__main__ import main
-from pipeline.outputs.lock import LOCK_NAME
 from pipeline.networks import state_digest
+from pipeline.outputs.lock import LOCK_NAME
 
 
 def _png(path: Path) -> Path:
@@ -151,6 +151,8 @@ def test_the_record_names_bundle_weights_settings_and_every_input(tmp_path, ckpt
         "outputs": [str(out / "1_seg.nii.gz")],
         "status": "written",
         "reason": "",
+        "note": "",
+        "size": (folder / "1.png").stat().st_size,
     }
     assert (failed["input"], failed["outputs"], failed["status"]) == (str(folder / "2.dcm"), [], "failed")
     assert failed["reason"].startswith(f"{folder / '2.dcm'}: not a DICOM file")
@@ -164,7 +166,7 @@ def test_an_input_that_cannot_be_read_is_recorded_as_failed_with_its_fault(tmp_p
     (folder / "2.png").write_bytes(b"not a png")
     out = tmp_path / "out"
     assert _infer(folder, out, ckpt_dir, "--no-overlays") == 1
-    assert "error: 1 of 2 inputs could not be read" in capsys.readouterr().err
+    assert "error: 1 of 2 inputs could not be segmented" in capsys.readouterr().err
     record = _record(out)
     assert record["settings"]["input"] == str(folder)
     entries = {Path(entry["input"]).name: entry for entry in record["inputs"]}

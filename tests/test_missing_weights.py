@@ -1,4 +1,5 @@
-"""Every stage pointed at a folder without trained weights says so once, in one `error:` line, with no traceback."""
+"""Every stage pointed at a folder without trained weights, or at an empty or truncated weights file, says so once, in
+one `error:` line, with no traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from pipeline.__main__ import main
@@ -78,3 +81,34 @@ def test_export_of_a_missing_checkpoint_is_one_error_line_before_any_work(tmp_pa
     ]
     assert "verify_metadata" not in captured.out
     assert not (tmp_path / "dist").exists()
+
+
+def _damaged_weights(folder: Path, kind: str) -> Path:
+    """``folder/model.pt`` as an empty file, or as the first half of a real checkpoint (a copy cut short)."""
+    folder.mkdir(parents=True)
+    path = folder / "model.pt"
+    torch.save(torch.nn.Conv2d(1, 2, kernel_size=1).state_dict(), path)
+    whole = path.read_bytes()
+    path.write_bytes(b"" if kind == "empty" else whole[: len(whole) // 2])
+    return path
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("empty", "the file is empty"), ("truncated", "truncated or damaged")])
+def test_empty_or_truncated_weights_are_one_error_line_in_every_command(kind, reason, tmp_path, capsys):
+    weights = _damaged_weights(tmp_path / "models", kind)
+    expected = f"{weights}: not a complete PyTorch checkpoint ({reason}"
+    (tmp_path / "inputs").mkdir()
+    Image.fromarray(np.full((40, 48), 200, dtype=np.uint8)).save(tmp_path / "inputs" / "1.png")
+    common = ["--device", "cpu", "--ckpt_dir", str(weights.parent), "--num_workers", "0"]
+    commands = [
+        ["infer", "--input", str(tmp_path / "inputs"), "--output", str(tmp_path / "masks"), *common],
+        ["evaluate", "--dataset-dir", str(_dataset(tmp_path)), "--output_dir", str(tmp_path / "evaluation"), *common],
+        ["export", "--ckpt", str(weights), "--dist", str(tmp_path / "dist")],
+    ]
+    for command in commands:
+        assert main(command) == 1, command[0]
+        captured = capsys.readouterr()
+        (line,) = captured.err.splitlines()
+        assert line.startswith(f"error: {expected}"), command[0]
+        assert "Traceback" not in captured.out, command[0]
+    assert not (tmp_path / "masks").exists() or not list((tmp_path / "masks").glob("*_seg.*"))

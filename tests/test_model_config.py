@@ -30,21 +30,24 @@ def _cli(settings: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
-    """One epoch through `python -m pipeline train` with a non-default network, size and scaling."""
+    """One epoch through `python -m pipeline train` with a non-default network, size and scaling, from a copy of the
+    bundle, into a checkpoint folder of its own (no --output_dir)."""
     root = tmp_path_factory.mktemp("model_config")
     phantom_dataset(root, seed=5, patients=8)
+    bundle = root / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle, ignore=shutil.ignore_patterns("models", "dist", "eval", "runs"))
     settings = {
         **{key: value for key, value in TINY_TRAINING.items() if key != "device"},
         **DEFINITION,
         "ckpt_dir": str(root / "models"),
-        "output_dir": str(root / "training"),
     }
-    assert main(["train", "--dataset-dir", str(root / "dataset"), "--device", "cpu", *_cli(settings)]) == 0
+    arguments = ["train", "--bundle", str(bundle), "--dataset-dir", str(root / "dataset"), "--device", "cpu"]
+    assert main([*arguments, *_cli(settings)]) == 0
     slices = root / "slices"
     slices.mkdir()
     for mat in sorted((root / "raw").glob("[0-9]*.mat"))[:3]:
         shutil.copy(mat, slices / mat.name)
-    return {"dataset": root / "dataset", "ckpt_dir": root / "models", "root": root, "slices": slices}
+    return {"dataset": root / "dataset", "ckpt_dir": root / "models", "root": root, "slices": slices, "bundle": bundle}
 
 
 def test_training_writes_the_definition_beside_the_weights(trained):
@@ -53,6 +56,12 @@ def test_training_writes_the_definition_beside_the_weights(trained):
     assert saved["network_def"]["features"] == DEFINITION["network_def#features"]
     assert saved["image_size"] == DEFINITION["image_size"]
     assert saved["intensity_percentiles"] == DEFINITION["intensity_percentiles"]
+
+
+def test_training_writes_its_learning_curve_and_tensorboard_log_beside_its_checkpoints(trained):
+    assert len((trained["ckpt_dir"] / "learning_curve.csv").read_text().splitlines()) == 2  # the header, epoch 1
+    assert list((trained["ckpt_dir"] / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (trained["bundle"] / "eval").exists()  # the bundle's folder, shared by every run of it
 
 
 def test_evaluate_and_infer_rebuild_the_trained_model_without_retyping(trained, capsys):
@@ -124,5 +133,15 @@ def test_the_cpu_recipe_trains_on_crops_and_saves_the_whole_slice_definition(tmp
 def test_an_unknown_recipe_is_one_line_naming_the_known_ones(tmp_path, capsys):
     assert main(["train", "--dataset-dir", str(tmp_path), "--recipe", "fast", "--device", "cpu"]) == 1
     error = capsys.readouterr().err.strip()
-    assert error.endswith("train_fast.json: no such recipe; the bundle has: cpu") and "\n" not in error
+    known = sorted(path.stem.removeprefix("train_") for path in (default_bundle_dir() / "configs").glob("train_*.json"))
+    assert "cpu" in known
+    assert error.endswith(f"train_fast.json: no such recipe; the bundle has: {', '.join(known)}") and "\n" not in error
     assert not any(tmp_path.iterdir())
+
+
+def test_recipes_compose_with_plus_and_an_unknown_part_is_named(tmp_path, capsys):
+    from pipeline.commands.train import train_configs
+
+    assert train_configs("cpu+augment") == ["train.json", "train_cpu.json", "train_augment.json"]
+    assert main(["train", "--dataset-dir", str(tmp_path), "--recipe", "cpu+fast", "--device", "cpu"]) == 1
+    assert "train_fast.json: no such recipe" in capsys.readouterr().err

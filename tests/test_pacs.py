@@ -1,24 +1,20 @@
 """The PACS round trip against a real Orthanc on 127.0.0.1, and the errors a user meets on the way.
 
-Orthanc (Debian package ``orthanc``) is started once per module with a temporary configuration and storage; the
-tests that need it skip with the reason when it is not installed. The error tests that need no Orthanc run
+Orthanc (Debian package ``orthanc``) is started once per module by ``tests/orthanc.py``; the tests that need it
+skip with the reason when it is not installed. The error tests that need no Orthanc run
 against a small pynetdicom server instead.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from orthanc_server import ORTHANC_AET, TIMEOUT_S, free_port, running_orthanc
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pynetdicom import AE, evt
@@ -28,66 +24,14 @@ from pipeline.__main__ import main
 from pipeline.dicom.pacs import NothingFoundError, PacsError, PacsNode, echo, find_series, get_series, store_files
 
 CLIENT_AET = "PIPELINE_TEST"
-ORTHANC_AET = "ORTHANC"
-TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory) -> Iterator[PacsNode]:
     """A fresh Orthanc listening on free ports of 127.0.0.1, which knows this client's AE title."""
-    executable = shutil.which("Orthanc")
-    if executable is None:
-        pytest.skip("Orthanc is not on PATH: install the Debian package `orthanc` to run the PACS round trip tests")
     folder = tmp_path_factory.mktemp("orthanc")
-    dicom_port, http_port = free_port(), free_port()
-    config = {
-        "Name": "pipeline-tests",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "index"),
-        "DicomAet": ORTHANC_AET,
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": False,
-        "DicomModalities": {"pipeline": [CLIENT_AET, "127.0.0.1", free_port()]},
-        "Plugins": [],
-        "SaveJobs": False,
-    }
-    (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
-    log = (folder / "orthanc.log").open("wb")
-    process = subprocess.Popen([executable, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    node = PacsNode("127.0.0.1", dicom_port, ORTHANC_AET, CLIENT_AET, TIMEOUT_S)
-    try:
-        _wait_until_up(process, node, folder / "orthanc.log")
-        yield node
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def _wait_until_up(process: subprocess.Popen, node: PacsNode, log: Path) -> None:
-    """Wait until Orthanc answers a C-ECHO; fail with the end of its log if it exits or takes over a minute."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"Orthanc exited with code {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            return echo(PacsNode(node.host, node.port, node.called_aet, node.calling_aet, timeout=2))
-        except PacsError:
-            time.sleep(0.2)
-    pytest.fail(f"Orthanc did not answer a C-ECHO at {node} within 60 s:\n{log.read_text(errors='replace')[-3000:]}")
+    with running_orthanc(folder, modalities={"pipeline": [CLIENT_AET, "127.0.0.1", free_port()]}) as server:
+        yield server.node(CLIENT_AET)
 
 
 def write_mr_series(
@@ -192,6 +136,27 @@ def test_the_dicom_command_segments_a_study_and_stores_the_seg_back(orthanc, tmp
     )
 
 
+def test_a_server_series_whose_uids_try_to_escape_is_refused_and_nothing_is_written(orthanc, tmp_path, capsys):
+    from pipeline.phantoms.dicom_series import write_phantom_series
+
+    source = write_phantom_series(tmp_path / "phantom", patients=1, slices=2, size=128, seed=6)
+    hostile = {"StudyInstanceUID": "../../../../study-escaped", "SeriesInstanceUID": "../../../../series-escaped"}
+    for path in source:
+        dataset = pydicom.dcmread(path)
+        for keyword, value in hostile.items():
+            setattr(dataset, keyword, value)
+        pydicom.dcmwrite(path, dataset, enforce_file_format=True)
+    store_files(orthanc, source)
+    output = tmp_path / "deep" / "er" / "out"
+    argv = [*_dicom_argv(orthanc, output, "--study-uid", hostile["StudyInstanceUID"]), "--no-store", "--device", "cpu"]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "invalid StudyInstanceUID '../../../../study-escaped'" in error
+    assert not [
+        path for path in tmp_path.rglob("*") if path.is_file() and not path.is_relative_to(tmp_path / "phantom")
+    ]
+
+
 def test_dicom_into_a_folder_another_run_is_writing_is_refused_naming_it(orthanc, tmp_path, capsys):
     from pipeline.outputs.lock import output_folder_lock
     from pipeline.phantoms.dicom_series import write_phantom_series
@@ -202,7 +167,7 @@ def test_dicom_into_a_folder_another_run_is_writing_is_refused_naming_it(orthanc
     with output_folder_lock(tmp_path / "out"):
         assert main([*_dicom_argv(orthanc, tmp_path / "out", "--study-uid", study_uid), "--device", "cpu"]) == 1
     assert f"another run (process {os.getpid()}) is writing here" in capsys.readouterr().err
-    assert [path.name for path in (tmp_path / "out").iterdir()] == [".pipeline-output.lock"]
+    assert list((tmp_path / "out").iterdir()) == []  # the refused run wrote nothing; the lock went with its holder
 
 
 def test_a_series_that_cannot_be_segmented_is_named_and_the_others_are_still_stored(orthanc, tmp_path, capsys):

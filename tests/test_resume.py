@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_bundle import TINY_TRAINING, phantom_dataset
@@ -107,3 +108,14 @@ def test_training_refuses_to_start_over_an_earlier_runs_checkpoints(dataset, tmp
 def test_resume_without_a_checkpoint_says_there_is_nothing_to_resume(dataset, tmp_path, capsys):
     assert main(_train_command(dataset, tmp_path, "--resume")[3:]) == 1
     assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: resuming maps the checkpoint to it")
+def test_random_states_of_a_checkpoint_mapped_to_the_gpu_restore_on_resume(tmp_path):
+    from pipeline.checkpoints import RandomStates
+
+    torch.save({"random_states": RandomStates().state_dict()}, tmp_path / "latest.pt")
+    expected = (torch.rand(3), np.random.rand(3))
+    loaded = torch.load(tmp_path / "latest.pt", map_location="cuda:0", weights_only=True)
+    RandomStates().load_state_dict(loaded["random_states"])
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])

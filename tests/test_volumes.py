@@ -160,6 +160,8 @@ def test_a_3d_nifti_gets_a_mask_with_its_shape_and_affine_cut_along_its_thickest
             "outputs": [str(out / "scan_seg.nii.gz")],
             "status": "written",
             "reason": "",
+            "note": "",
+            "size": (tmp_path / "in" / "scan.nii.gz").stat().st_size,
         }
     ]
 

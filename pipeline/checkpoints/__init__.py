@@ -17,6 +17,7 @@ from pipeline.checkpoints.resume import (
 )
 from pipeline.checkpoints.safe_loading import (
     CheckpointMismatchError,
+    DamagedCheckpointError,
     LatestCheckpointLoader,
     MissingCheckpointError,
     SafeCheckpointLoader,
@@ -32,6 +33,7 @@ __all__ = [
     "LATEST_CHECKPOINT_PREFIX",
     "MODEL_CONFIG_FILE",
     "CheckpointMismatchError",
+    "DamagedCheckpointError",
     "EarlierRunError",
     "LatestCheckpointLoader",
     "MissingCheckpointError",

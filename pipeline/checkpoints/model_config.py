@@ -1,23 +1,27 @@
 """The trained model's definition, written beside its weights so that every later stage rebuilds it unchanged.
 
-Training writes ``<ckpt_dir>/model_config.json``: the config keys that define what the weights mean (the
-network definition, the input size and the intensity scaling). It is a bundle config override like any other:
-the entry points merge it after the stage's configs, and ``python -m monai.bundle run`` takes it as one more
-``--config_file``. This is nnU-Net's plans file in bundle form.
+Training (``train.json``'s ``initialize``, through either CLI) writes ``<ckpt_dir>/model_config.json``: the config
+keys that define what the weights mean (the network definition, the input size and the intensity scaling). It is
+a bundle config override like any other: the entry points merge it after the stage's configs, and
+``python -m monai.bundle run`` takes it as one more ``--config_file``. This is nnU-Net's plans file in bundle form.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monai.bundle import ConfigParser
+from torch import nn
 
 from pipeline.atomic import write_text_atomic
 from pipeline.user_errors import UserError
+
+logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_FILE = "model_config.json"
 # The config keys that define the trained model; each of train.json and inference.json defines all of them.
@@ -28,28 +32,35 @@ class ModelConfigMismatchError(UserError, ValueError):
     """An override that contradicts the definition the trained model was saved with."""
 
 
-def _resolved(parser: ConfigParser, key: str) -> Any:
-    """The raw config at ``key`` with every ``@reference`` and ``$expression`` leaf replaced by its value."""
-    raw = parser.get(key)
-    if isinstance(raw, Mapping):
-        return {name: _resolved(parser, f"{key}#{name}") for name in raw}
-    if isinstance(raw, list):
-        return [_resolved(parser, f"{key}#{index}") for index in range(len(raw))]
-    if isinstance(raw, str) and raw.startswith(("@", "$", "%")):
-        return parser.get_parsed_content(key, instantiate=False)
-    return raw
+def write_model_config(
+    ckpt_dir: str | os.PathLike,
+    network_target: str,
+    network: nn.Module,
+    image_size: int,
+    intensity_percentiles: Sequence[float],
+) -> Path | None:
+    """Write the definition of the network a training run trains to ``<ckpt_dir>/model_config.json`` (atomically)
+    and return its path.
 
-
-def model_config_from(parser: ConfigParser) -> dict[str, Any]:
-    """The defining keys of a bundle config as plain JSON values (``network_def`` stays a config component)."""
-    return {key: _resolved(parser, key) for key in DEFINING_KEYS}
-
-
-def write_model_config(parser: ConfigParser, ckpt_dir: str | os.PathLike) -> Path:
-    """Write the defining keys of ``parser`` to ``<ckpt_dir>/model_config.json`` atomically and return its path."""
+    ``train.json``'s ``initialize`` calls it, so both ``python -m pipeline train`` and ``python -m monai.bundle run``
+    write it: ``network_target`` is ``network_def``'s ``_target_`` as the config spells it (``%network_def#_target_``),
+    ``network`` the network built from ``network_def``, whose ``arguments`` are the values it was built with (a
+    config cannot hand its raw ``network_def`` to a function: MONAI builds every block holding a ``_target_``).
+    A network that does not record its arguments gets no definition, and a warning says so.
+    """
+    arguments = getattr(network, "arguments", None)
+    if not isinstance(arguments, Mapping):
+        logger.warning(
+            "%s: not written: %s does not record its arguments; give every later stage the network overrides this "
+            "training used",
+            Path(ckpt_dir) / MODEL_CONFIG_FILE,
+            network_target,
+        )
+        return None
+    definition = ({"_target_": network_target, **arguments}, image_size, list(intensity_percentiles))
     path = Path(ckpt_dir) / MODEL_CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(model_config_from(parser), indent=4) + "\n")
+    write_text_atomic(path, json.dumps(dict(zip(DEFINING_KEYS, definition, strict=True)), indent=4) + "\n")
     return path
 
 

@@ -14,6 +14,9 @@ from monai.handlers import CheckpointLoader
 from pipeline.checkpoints.resume import ResumeError, find_latest_checkpoint
 from pipeline.user_errors import UserError
 
+# What torch.load raises for a file it cannot read: pickled objects, an empty file, a truncated archive.
+LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, OSError)
+
 
 class UnsafeCheckpointError(UserError, ValueError):
     """A checkpoint that holds pickled Python objects other than tensors and plain containers."""
@@ -25,6 +28,10 @@ class MissingCheckpointError(UserError, FileNotFoundError):
 
 class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint whose weights do not fit the network the config builds."""
+
+
+class DamagedCheckpointError(UserError, ValueError):
+    """A weights file that is empty, truncated or damaged: not a checkpoint torch can read."""
 
 
 def weights_mismatch(expected: dict[str, torch.Tensor], state: dict[str, Any]) -> str | None:
@@ -71,9 +78,9 @@ def verify_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> dict
     """Check, before any engine runs, that ``path`` holds weights that load safely into ``network``, and return
     them (the state dict, on the CPU).
 
-    Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError`` or
-    ``CheckpointMismatchError``, each one line naming the file: refused inside a running engine, ignite and
-    MONAI's handlers would each log the same fault with a traceback first.
+    Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError``,
+    ``DamagedCheckpointError`` or ``CheckpointMismatchError``, each one line naming the file: refused inside a
+    running engine, ignite and MONAI's handlers would each log the same fault with a traceback first.
     """
     require_checkpoint(path)
     checkpoint = load_checkpoint(path, map_location="cpu")
@@ -96,23 +103,52 @@ def unsafe_checkpoint_message(path: str | os.PathLike) -> str:
     )
 
 
+def damage_of(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a checkpoint as ``torch.save`` writes it (a zip archive): empty, or an archive whose
+    end is missing or damaged; ``None`` when it is a complete archive."""
+    if os.path.getsize(path) == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "truncated or damaged: not the complete zip archive torch.save writes"
+    return None
+
+
+def load_refusal(path: str | os.PathLike, error: Exception) -> UserError | None:
+    """The one-line refusal of ``path`` for ``error``, raised by ``torch.load`` of it, or ``None`` when the error
+    is of another kind (an unreadable folder, a device the tensors cannot be mapped to)."""
+    if isinstance(error, (FileNotFoundError, PermissionError)):
+        return None
+    if (damage := damage_of(path)) is not None:
+        return DamagedCheckpointError(
+            f"{path}: not a complete PyTorch checkpoint ({damage}); fetch the released weights again "
+            "(python -m pipeline fetch-weights), or train them (python -m pipeline train)"
+        )
+    if isinstance(error, pickle.UnpicklingError):
+        return UnsafeCheckpointError(unsafe_checkpoint_message(path))
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> Any:
-    """``torch.load(path, weights_only=True)``, refusing pickled objects with ``UnsafeCheckpointError`` and a
-    TorchScript archive with ``TorchScriptCheckpointError``."""
+    """``torch.load(path, weights_only=True)``, refusing pickled objects with ``UnsafeCheckpointError``, an empty,
+    truncated or damaged file with ``DamagedCheckpointError`` and a TorchScript archive with
+    ``TorchScriptCheckpointError``."""
     refuse_torchscript(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise UnsafeCheckpointError(unsafe_checkpoint_message(path)) from error
+    except LOAD_ERRORS as error:
+        if (refusal := load_refusal(path, error)) is not None:
+            raise refusal from error
+        raise
 
 
 class SafeCheckpointLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` with one-line refusals for unsafe checkpoints and for finished trainings.
 
     MONAI 1.6 already loads with ``torch.load(weights_only=True)``; torch's refusal of a pickled object is a
-    long message about allow-lists. This loader turns it into ``UnsafeCheckpointError`` naming the file. It also
-    refuses a training checkpoint that already reached the engine's ``max_epochs``, where ignite would
-    otherwise silently start the training again from epoch 0. Arguments are those of ``CheckpointLoader``.
+    long message about allow-lists. This loader turns it into ``UnsafeCheckpointError`` naming the file, and an
+    empty or truncated file into ``DamagedCheckpointError``. It also refuses a training checkpoint that already
+    reached the engine's ``max_epochs``, where ignite would otherwise silently start the training again from
+    epoch 0. Arguments are those of ``CheckpointLoader``.
     """
 
     def __call__(self, engine: Engine) -> None:
@@ -120,10 +156,11 @@ class SafeCheckpointLoader(CheckpointLoader):
         refuse_torchscript(self.load_path)
         try:
             super().__call__(engine)
-        except pickle.UnpicklingError as error:
-            raise UnsafeCheckpointError(unsafe_checkpoint_message(self.load_path)) from error
-        except RuntimeError as error:
-            self._raise_mismatch(error)
+        except LOAD_ERRORS as error:
+            if (refusal := load_refusal(self.load_path, error)) is not None:
+                raise refusal from error
+            if isinstance(error, RuntimeError):
+                self._raise_mismatch(error)
             raise
         state = engine.state
         if state.max_epochs is not None and 0 < state.max_epochs <= state.epoch:

@@ -38,20 +38,24 @@ class RandomStates:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the states; CUDA states are restored only where as many devices are present."""
+        """Restore the states; CUDA states are restored only where as many devices are present.
+
+        A checkpoint loaded with ``map_location`` on a GPU brings these tensors there too; generator states are
+        set from host memory, so each is brought back first.
+        """
         random.setstate(_as_python_state(state["python"]))
         numpy_state = state["numpy"]
         np.random.set_state(
             {
                 "bit_generator": "MT19937",
-                "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+                "state": {"key": numpy_state["key"].cpu().numpy().astype(np.uint32), "pos": numpy_state["pos"]},
                 "has_gauss": numpy_state["has_gauss"],
                 "gauss": numpy_state["gauss"],
             }
         )
-        torch.set_rng_state(state["torch"])
+        torch.set_rng_state(state["torch"].cpu())
         if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            torch.cuda.set_rng_state_all([generator.cpu() for generator in state["cuda"]])
 
 
 class GradScalerState:

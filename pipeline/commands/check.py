@@ -18,8 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="check a bundle before sharing it (files, metadata, versioning, network, exports)",
         description="Check BUNDLE as model-zoo's CI does: required files present, metadata valid against MONAI's "
         "schema, a changelog entry for the version, network input/output as the metadata declares; and where "
-        "present, models/model.ts loading and running, the zip of this version matching its .sha256, "
-        "large_files.yml matching the files it lists. Exits 1 with one line per failure.",
+        "present, the model.ts beside the weights loading and giving their outputs, the zip of this version "
+        "holding no entry that unpacks outside its folder and matching its .sha256, large_files.yml matching the "
+        "files it lists. Exits 1 with one line per failure.",
     )
     parser.add_argument(
         "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"

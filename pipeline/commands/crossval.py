@@ -50,23 +50,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="after the table, write the ensemble of the trained folds to <bundle>/models (replacing its model) and "
         "configs/inference.json with its definition",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --ship, replace a shipped ensemble even by one that lacks some of its folds",
+    )
     add_bundle_arguments(parser, example="--epochs 30 --val_interval 4")
     parser.set_defaults(accepts_overrides=True, must_exist=("src", "meta"))
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare, train and score the folds that are not done, then write the table (and ship the ensemble)."""
+    """Prepare, train and score the folds that are not done, then write the table (and ship the ensemble), holding
+    the cross-validation folder's lock: two runs never train the same fold."""
+    from pipeline.outputs import output_folder_lock
+
+    with output_folder_lock(args.out):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pipeline.bundle_configs import bundle_parser, write_standalone_inference
     from pipeline.commands.train import require_recipe, train_configs
     from pipeline.data.prepare import prepare_dataset
-    from pipeline.export.fold_ensemble import assemble_fold_ensemble, split_fold_ensemble
+    from pipeline.export.fold_ensemble import assemble_fold_ensemble, refuse_dropping_folds, split_fold_ensemble
     from pipeline.export.large_files import refresh_large_file_hashes
     from pipeline.reports.crossval_summary import SUMMARY_MD, write_crossval_summary
     from pipeline.training.crossval import fold_overrides, fold_paths, run_crossval
     from pipeline.workflow import check_bundle_overrides, run_bundle
 
     folds = fold_paths(args.out, sorted(set(args.folds)))
+    models = Path(args.bundle).resolve() / "models"
+    if args.ship and not args.overwrite:
+        refuse_dropping_folds(models, [fold.fold for fold in folds])  # before hours of training, not after
     overrides = {**device_override(args.device), **quiet_override(args.quiet), **parse_overrides(args.overrides)}
     require_recipe(args.bundle, args.recipe)
     configs = train_configs(args.recipe)
@@ -78,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 prepare_dataset(args.src, fold.folder, meta=args.meta, folds=args.fold_source, val_fold=fold.fold)
         if args.adopt_shipped:
             missing = {fold.fold: fold.model_dir for fold in folds if not fold.trained}
-            adopted = split_fold_ensemble(Path(args.bundle).resolve() / "models", missing)
+            adopted = split_fold_ensemble(models, missing)
             print(f"adopted the shipped models of folds {adopted}" if adopted else "the bundle ships no fold to adopt")
         check_bundle_overrides(args.bundle, configs, fold_overrides(folds[0], overrides))
         epochs = bundle_parser(args.bundle, configs, overrides).get_parsed_content("epochs")
@@ -106,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     print((args.out / SUMMARY_MD).read_text(encoding="utf-8"))
     if args.ship:
         trained = {fold.fold: fold.model_dir for fold in folds if fold.trained}
-        models = Path(args.bundle).resolve() / "models"
+        if not args.overwrite:
+            refuse_dropping_folds(models, list(trained))
         shipped = assemble_fold_ensemble(trained, models)
         refresh_large_file_hashes(Path(args.bundle).resolve())
         write_standalone_inference(args.bundle)

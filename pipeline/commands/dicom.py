@@ -13,9 +13,11 @@ from pipeline.overrides import (
     add_bundle_arguments,
     add_checkpoint_argument,
     add_folds_argument,
+    add_strict_weights_argument,
     device_override,
     folds_override,
     parse_overrides,
+    strict_weights_override,
 )
 from pipeline.user_errors import UserError
 
@@ -63,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     add_folds_argument(parser)
     add_checkpoint_argument(parser)
+    add_strict_weights_argument(parser)
     add_bundle_arguments(parser, example="--threshold 0.4")
     parser.set_defaults(accepts_overrides=True)
     return parser
@@ -79,14 +82,19 @@ def ae_title(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Query, retrieve, segment and store; 1 when any series failed."""
-    from pipeline.outputs.lock import output_folder_lock
     from pipeline.inference.predictor import BundlePredictor
+    from pipeline.outputs.lock import output_folder_lock
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
-    overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
+    overrides = {
+        **folds_override(args.folds),
+        **strict_weights_override(args.strict_weights),
+        **device_override(args.device),
+        **parse_overrides(args.overrides),
+    }
     predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()
     node, wanted = _query(args, output)
@@ -118,7 +126,11 @@ def _query(args: argparse.Namespace, output: Path) -> tuple[PacsNode, list[Serie
 def _segment_and_store(
     args: argparse.Namespace, predictor: BundlePredictor, node: PacsNode, wanted: list[SeriesInfo], output: Path
 ) -> int:
-    """Retrieve, segment and store back the ``wanted`` series, inside the output folder's lock."""
+    """Retrieve, segment and store back the ``wanted`` series, inside the output folder's lock, keeping
+    ``OUTPUT/inference_record.json`` up to date as each series ends."""
+    from pipeline.atomic import OutputFolderFaultError
+    from pipeline.inference.record import FAILED, FINISHED, PENDING, RUNNING, WRITTEN, InputOutcome
+    from pipeline.inference.record import write_inference_record as write_record
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
 
     if not args.overwrite:
@@ -126,20 +138,42 @@ def _segment_and_store(
     check_output_folder(output, INFER_MIN_FREE_BYTES)
     print(f"loading the model of {args.bundle}", flush=True)
     segmenter = predictor.build().slice_segmenter
+    outcomes = [InputOutcome(series.label, [], PENDING) for series in wanted]
+    settings = {
+        "command": "dicom",
+        "server": str(node),
+        "calling_aet": node.calling_aet,
+        "query": {"study_uid": args.study_uid, "series_uid": args.series_uid, "patient_id": args.patient_id},
+        "store": not args.no_store,
+        "nifti_copy": args.nifti_copy,
+        "overrides": parse_overrides(args.overrides),
+        **folds_override(args.folds),
+    }
+
+    def save_record(state: str = RUNNING, error: str = "") -> None:
+        write_record(output, args.bundle.resolve(), predictor.weights, settings, outcomes, state, error)
+
+    save_record()
     failures: list[str] = []
-    failed = 0
-    for number, series in enumerate(wanted, 1):
+    for number, (series, outcome) in enumerate(zip(wanted, outcomes), 1):
         step = f"[{number}/{len(wanted)}]"
         print(f"{step} {series.label}", flush=True)
         try:
-            problems = _segment_series(node, series, output, segmenter, args, step)
+            written, problems = _segment_series(node, series, output, segmenter, args, step)
+        except OutputFolderFaultError as error:  # every later series would fail alike
+            save_record(FAILED, str(error))
+            raise
         except UserError as error:
-            problems = [str(error)]
+            written, problems = [], [str(error)]
+        outcome.outputs = [str(path) for path in written]
+        outcome.status, outcome.reason = (FAILED, "; ".join(problems)) if problems else (WRITTEN, "")
         failures.extend(problems)
         if problems:
-            failed += 1
             print(f"{step} failed", file=sys.stderr)
+        save_record()
+    save_record(FINISHED)
 
+    failed = sum(outcome.status == FAILED for outcome in outcomes)
     stored = "" if args.no_store else f" and stored on {node}"
     print(f"{len(wanted) - failed} of {len(wanted)} series segmented{stored}; outputs in {output}")
     if failures:
@@ -150,13 +184,14 @@ def _segment_and_store(
 
 def _segment_series(
     node: PacsNode, series: SeriesInfo, output: Path, segmenter: SliceSegmenter, args: argparse.Namespace, step: str
-) -> list[str]:
-    """Retrieve, segment and (unless ``--no-store``) store back one series; its problems, one line each naming
-    the series or its files."""
+) -> tuple[list[Path], list[str]]:
+    """Retrieve, segment and (unless ``--no-store``) store back one series; the files written and its problems,
+    one line each naming the series or its files."""
     from pipeline.dicom.pacs import get_series, store_files
     from pipeline.inference.scans import segment_dicom_folder
+    from pipeline.outputs import output_path, safe_name
 
-    folder = output / "retrieved" / series.study_uid / series.series_uid
+    folder = output_path(output, "retrieved", safe_name(series.study_uid), safe_name(series.series_uid))
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's instances, which the server may no longer hold
     files = get_series(node, series, folder, progress=_progress_printer(step))
     print(f"{step} retrieved {len(files)} instances to {folder}; segmenting them", flush=True)
@@ -165,11 +200,11 @@ def _segment_series(
         print(f"{step} wrote {path}")
     segs = [path for path in written if path.suffix == ".dcm"]
     if not segs:
-        return problems or [f"{series.label}: no SEG was written"]
+        return written, problems or [f"{series.label}: no SEG was written"]
     if not args.no_store:
         store_files(node, segs)
         print(f"{step} stored {len(segs)} SEG on {node}")
-    return problems
+    return written, problems
 
 
 def _progress_printer(step: str) -> Callable[[int, int | None], None]:

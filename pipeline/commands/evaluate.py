@@ -10,10 +10,12 @@ from pipeline.overrides import (
     add_bundle_arguments,
     add_checkpoint_argument,
     add_folds_argument,
+    add_strict_weights_argument,
     device_override,
     folds_override,
     parse_overrides,
     quiet_override,
+    strict_weights_override,
 )
 from pipeline.user_errors import UserError
 
@@ -30,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--split", default="test", help="datalist list to evaluate (default: %(default)s)")
     add_checkpoint_argument(parser)
     add_folds_argument(parser)
+    add_strict_weights_argument(parser)
     add_bundle_arguments(parser, example="--threshold 0.4 --flip_tta false")
     parser.set_defaults(accepts_overrides=True, must_exist=("dataset_dir",))
     return parser
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_dir=str(args.dataset_dir.resolve()),
         eval_split=args.split,
         **folds_override(args.folds),
+        **strict_weights_override(args.strict_weights),
         **device_override(args.device),
         **quiet_override(args.quiet),
         **parse_overrides(args.overrides),

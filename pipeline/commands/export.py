@@ -15,12 +15,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "export",
         help="export the trained model (TorchScript, ONNX) and package the bundle as one zip",
-        description="Write <bundle>/models/model.ts and model.onnx from CKPT, and <dist>/<bundle>_v<version>.zip "
-        "(configs, docs, licence, weights, the requirements.txt its metadata names and a wheel of this package) "
-        "with a .sha256 beside it. The network and preprocessing come from the model_config.json that training "
-        "wrote beside CKPT; they are written into the zipped configs, so the unzipped bundle runs as exported "
-        "wherever those requirements and the wheel are installed. Needs a clone of the repository (the wheel is "
-        "built from it). ONNX needs the export extra (pip install '.[export]'); without it the rest is written.",
+        description="Write model.ts and model.onnx beside CKPT, and <dist>/<bundle>_v<version>.zip (configs, "
+        "docs, licence, the weights of CKPT with their large_files.yml, the requirements.txt its metadata names and a "
+        "wheel of this package) with a .sha256 beside it. The network and preprocessing come from the "
+        "model_config.json that training wrote beside CKPT; they are written into the zipped configs, so the unzipped "
+        "bundle runs as exported wherever those requirements and the wheel are installed. Needs a clone of the "
+        "repository (the wheel is built from it). ONNX needs the export extra (pip install '.[export]'); without it "
+        "the rest is written.",
     )
     parser.add_argument(
         "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"

@@ -14,9 +14,11 @@ from pipeline.overrides import (
     add_bundle_arguments,
     add_checkpoint_argument,
     add_folds_argument,
+    add_strict_weights_argument,
     device_override,
     folds_override,
     parse_overrides,
+    strict_weights_override,
 )
 from pipeline.user_errors import UserError, find_user_error
 
@@ -74,6 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "for `ensemble`",
     )
     add_folds_argument(parser)
+    add_strict_weights_argument(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     start.add_argument(
@@ -94,28 +97,34 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.export.package import sha256_of
     from pipeline.handlers import InputFailuresError
     from pipeline.inference.discovery import find_inputs, nothing_to_segment, read_series
-    from pipeline.outputs.lock import output_folder_lock
     from pipeline.inference.plan import (
         declared_shape,
+        earlier_record,
         earlier_settings_differ,
         outputs_complete,
         planned_outcomes,
+        refuse_output_holding_input,
         refuse_shared_outputs,
+        vouched_outputs,
     )
     from pipeline.inference.predictor import BundlePredictor
     from pipeline.inference.record import (
         FAILED,
+        FINISHED,
         PENDING,
         RECORD_NAME,
+        RUNNING,
         SKIPPED,
         WRITTEN,
         InputOutcome,
         write_inference_record,
     )
     from pipeline.inference.scans import segment_scans
+    from pipeline.outputs.lock import output_folder_lock
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
 
     output, source = args.output.resolve(), args.input.absolute()
+    refuse_output_holding_input(output, source)
     root = source if source.is_dir() else source.parent
     user_overrides = parse_overrides(args.overrides)
     settings = {
@@ -128,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         "fill_holes": not args.no_postprocessing,
         "save_probabilities": args.save_probabilities,
         **folds_override(args.folds),
+        **strict_weights_override(args.strict_weights),
         **device_override(args.device),
         **user_overrides,
     }
@@ -154,17 +164,20 @@ def run(args: argparse.Namespace) -> int:
             **{key: value for key, value in settings.items() if key != "device"},
             "overrides": user_overrides,
         }
+        vouched: set[str] = set()
         if args.skip_complete:
+            earlier = earlier_record(output)
             weights_sha256 = sha256_of(predictor.weights_path) if predictor.weights_path.is_file() else None
-            if difference := earlier_settings_differ(output, recorded, weights_sha256):
+            if difference := earlier_settings_differ(earlier, recorded, weights_sha256):
                 raise UserError(
                     f"{output}: --continue would keep outputs made otherwise: {difference}; write into a new folder, "
                     "or pass --overwrite"
                 )
+            vouched = vouched_outputs(earlier)
         done = {
             key
             for key, outcome in outcomes.items()
-            if args.skip_complete
+            if set(outcome.outputs) <= vouched
             and outputs_complete(outcome.outputs, None if isinstance(key, str) else declared_shape(key))
         }
         for key, outcome in outcomes.items():
@@ -183,13 +196,14 @@ def run(args: argparse.Namespace) -> int:
 
         last_saved = [0.0]
 
-        def save_record(finished: bool = False, soon: bool = False) -> Path:
+        def save_record(state: str = RUNNING, soon: bool = False, error: str = "") -> Path:
             """Rewrite the record; with ``soon``, only when the last rewrite is RECORD_INTERVAL seconds old."""
             path = output / RECORD_NAME
             if soon and time.monotonic() - last_saved[0] < RECORD_INTERVAL:
                 return path
             everything = [*outcomes.values(), *unusable]
-            write_inference_record(output, args.bundle.resolve(), predictor.weights, recorded, everything, finished)
+            weights = predictor.weights
+            write_inference_record(output, args.bundle.resolve(), weights, recorded, everything, state, error)
             last_saved[0] = time.monotonic()
             return path
 
@@ -200,21 +214,29 @@ def run(args: argparse.Namespace) -> int:
 
         save_record()
         unread = None
-        if to_segment:
-            try:
-                predictor.segment_slice_files(on_each=slices_written)
-            except Exception as error:
-                unread = find_user_error(error)
-                if not isinstance(unread, InputFailuresError):
-                    raise
-            mark_slices(to_segment, outcomes, unread.failures if unread else [])
-            save_record()
-        segment_scans(volumes, series, outcomes, predictor.slice_segmenter, on_each=save_record)
+        try:
+            if to_segment:
+                try:
+                    predictor.segment_slice_files(on_each=slices_written)
+                except Exception as error:
+                    unread = find_user_error(error)
+                    if not isinstance(unread, InputFailuresError):
+                        raise
+                mark_slices(to_segment, outcomes, unread.failures if unread else [])
+                save_record()
+            segment_scans(volumes, series, outcomes, predictor.slice_segmenter, on_each=save_record)
+        except Exception as error:  # what stops the run (a full disk) is its record's last word
+            fault = find_user_error(error)
+            save_record(FAILED, error=str(fault) if fault else f"{type(error).__name__}: {error}")
+            if fault is not None:
+                raise fault from None
+            raise
 
-        record = save_record(finished=True)
+        record = save_record(FINISHED)
         not_segmented = [outcome.reason for outcome in [*outcomes.values(), *unusable] if outcome.status == FAILED]
         not_segmented = [line for line in not_segmented if not (unread and line in unread.failures)]
         _report_not_segmented(not_segmented)
+        _report_notes([outcome for outcome in outcomes.values() if outcome.note and outcome.status == WRITTEN])
         if unread is not None:
             raise unread
         counts = _summary(len(to_segment), len(volumes), len(series), len(done))
@@ -238,6 +260,12 @@ def mark_slices(slices: Sequence[Path], outcomes: dict[Path | str, InputOutcome]
 def _summary(slices: int, volumes: int, series: int, skipped: int) -> str:
     counts = ((slices, "slices"), (volumes, "volumes"), (series, "DICOM series"), (skipped, "already done"))
     return ", ".join(f"{count} {what}" for count, what in counts if count)
+
+
+def _report_notes(outcomes: Sequence[InputOutcome]) -> None:
+    if outcomes:
+        first = outcomes[0]
+        print(f"note: {len(outcomes)} inputs were read otherwise than stored, e.g. {first.input}: {first.note}")
 
 
 def _report_not_segmented(lines: Sequence[str]) -> None:

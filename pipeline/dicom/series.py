@@ -8,6 +8,7 @@ storage) and enhanced multi-frame instances (per-frame and shared functional gro
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from pipeline.data.pixel_budget import OversizedScanError, refuse_oversized_scan
 from pipeline.user_errors import UserError
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files beside it, not an instance
+# Integer pixels, and the float pixels of parametric and derived images (which may hold NaN).
+PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 # The Python packages that decode each compressed transfer syntax (pip names), named when none is installed.
 _DECODER_PACKAGES = {
@@ -82,6 +85,10 @@ class DicomSeries:
 
 class _Unusable(Exception):
     """A file or series that cannot be read, with the reason as its message."""
+
+
+class UnusableInstanceError(UserError, ValueError):
+    """One DICOM instance that cannot be a slice of a segmented series, with the reason as its message."""
 
 
 @dataclass(eq=False)
@@ -146,15 +153,22 @@ def read_dicom_folder(path: Path, recursive: bool = True) -> tuple[list[DicomSer
 
     failures: list[str] = []
     by_series: dict[str, list[_Frame]] = defaultdict(list)
-    first_file_of: dict[str, Path] = {}
+    first_of: dict[str, tuple[Path, str]] = {}
     for file in files:
         try:
             dataset = _read_dataset(file)
             if dataset is None:
                 continue
             instance = str(dataset.get("SOPInstanceUID", ""))
-            if instance and instance in first_file_of:
-                raise _Unusable(f"same SOPInstanceUID as {first_file_of[instance]} (a copy); read once")
+            pixels = _pixel_digest(dataset)
+            if instance and instance in first_of:
+                first, first_pixels = first_of[instance]
+                if pixels == first_pixels:
+                    raise _Unusable(f"same SOPInstanceUID as {first} (a copy); read once")
+                raise _Unusable(
+                    f"same SOPInstanceUID as {first} but different pixel data: two images claim one identity, so "
+                    f"this one is left out and the series keeps {first}"
+                )
             frames = _frames(file, dataset)
             if "SeriesInstanceUID" not in dataset:
                 raise _Unusable("no SeriesInstanceUID, so it belongs to no series")
@@ -162,7 +176,7 @@ def read_dicom_folder(path: Path, recursive: bool = True) -> tuple[list[DicomSer
             failures.append(f"{file}: {error}")
             continue
         if instance:
-            first_file_of[instance] = file
+            first_of[instance] = (file, pixels)
         by_series[str(dataset.SeriesInstanceUID)].extend(frames)
 
     series: list[DicomSeries] = []
@@ -173,6 +187,25 @@ def read_dicom_folder(path: Path, recursive: bool = True) -> tuple[list[DicomSer
             failures.append(f"{_label(uid, frames)}: {error}")
     series.sort(key=lambda item: (_folder(item.files), _series_number(item.datasets[0]), item.series_uid))
     return series, failures
+
+
+def _pixel_digest(dataset: Dataset) -> str:
+    """The SHA-256 of the stored pixel data of ``dataset`` (empty without any), to tell a copy from an impostor."""
+    pixels = dataset.get("PixelData") or dataset.get("FloatPixelData") or dataset.get("DoubleFloatPixelData") or b""
+    return hashlib.sha256(pixels).hexdigest() if pixels else ""
+
+
+def check_instance(dataset: Dataset) -> None:
+    """Raise ``UnusableInstanceError`` with the reason :func:`read_dicom_folder` would give when ``dataset`` is
+    not a usable image instance (not an image, no or undecodable pixel data, colour, no plane in 3D), or when
+    its pixel values are not all finite (NaN or infinite float pixels)."""
+    try:
+        frames = _frames(Path(str(dataset.get("SOPInstanceUID", "instance"))), dataset)
+    except _Unusable as error:
+        raise UnusableInstanceError(str(error)) from None
+    bad = sum(int(np.count_nonzero(~np.isfinite(frame.stored))) for frame in frames)
+    if bad:
+        raise UnusableInstanceError(f"{bad} pixels are NaN or infinite")
 
 
 def _read_dataset(file: Path) -> Dataset | None:
@@ -215,7 +248,7 @@ def _frames(file: Path, dataset: Dataset) -> list[_Frame]:
         raise _Unusable(
             f"not an image: {_sop_class_text(dataset)}; only single-channel image storage (MR and the like) is read"
         )
-    if "PixelData" not in dataset:
+    if not any(keyword in dataset for keyword in PIXEL_DATA_KEYWORDS):
         raise _Unusable(f"missing pixel data: {_sop_class_text(dataset)} without a PixelData element")
     samples = int(dataset.get("SamplesPerPixel", 1))
     if samples != 1:

@@ -19,7 +19,7 @@ from pipeline.export.checkpoint import check_fits, is_state_dict_file, load_stat
 from pipeline.export.checks import DEFAULT_SCHEMA, input_shape, read_metadata, schema_problems, version_problems
 from pipeline.export.contents import WEIGHT_FILES, shipped_sources
 from pipeline.export.errors import BundleExportError
-from pipeline.export.large_files import write_large_files
+from pipeline.export.large_files import LARGE_FILES, read_large_files, write_large_files
 from pipeline.export.onnx_graph import export_onnx, missing_onnx_packages
 from pipeline.export.overrides import record_overrides, sync_metadata_shapes
 from pipeline.export.package import archive_name, write_checksum, write_zip
@@ -27,6 +27,7 @@ from pipeline.export.requirements import write_requirements
 from pipeline.export.standalone import write_standalone_configs
 from pipeline.export.torchscript import TORCHSCRIPT_CONFIG, export_torchscript
 from pipeline.export.wheel import WHEEL_DIR, build_wheel
+from pipeline.outputs import output_path
 
 # What identifies a release: a changed config or checkpoint under an already released version is refused.
 RELEASE_IDENTITY = ("configs/", "models/model.pt")
@@ -89,16 +90,17 @@ def export_bundle(
 ) -> ExportedBundle:
     """Export ``ckpt_file`` (default ``<bundle>/models/model.pt``) of ``bundle_dir`` and package the bundle.
 
-    Writes ``<bundle>/models/model.ts`` (TorchScript with the metadata and the MONAI-only
-    ``inference_torchscript.json`` embedded as ``inference.json``), ``<bundle>/models/model.onnx`` (dynamic batch,
-    height and width), and ``<dist_dir>/<bundle>_v<version>.zip`` (default ``dist_dir``: ``<bundle>/dist``) with a
+    Writes, beside ``ckpt_file``, ``model.ts`` (TorchScript with the metadata and the MONAI-only
+    ``inference_torchscript.json`` embedded as ``inference.json``) and ``model.onnx`` (dynamic batch, height and
+    width), and ``<dist_dir>/<bundle>_v<version>.zip`` (default ``dist_dir``: ``<bundle>/dist``) with a
     ``.sha256`` beside it. The zip also carries ``wheels/``, the wheel of this package built from the source tree
     (the configs' ``pipeline.*`` targets), and ``requirements.txt``, the packages the metadata names: with both
     installed, the unzipped bundle runs wherever MONAI runs. ``overrides`` are the config overrides the checkpoint
     was trained with (``network_def#features``, ``image_size``...): they build the exported network and are written
-    into the zipped configs, so the unzipped bundle runs with the same shapes. With ``weights_url``, the zipped
-    ``large_files.yml`` lists the weights at ``<weights_url>/<file name>`` with their SHA-256, for hosting them
-    apart from the zip.
+    into the zipped configs, so the unzipped bundle runs with the same shapes. Every file of the zip that describes
+    the weights comes from ``ckpt_file``: ``models/``, and ``large_files.yml``, which lists the zipped files with
+    their SHA-256 (with ``weights_url``, each at ``<weights_url>/<file name>``, for hosting them apart from the
+    zip).
 
     Everything is built in a temporary folder and checked first (checkpoint present and fitting the network,
     metadata valid against ``schema``, a changelog entry for the version, a released
@@ -137,7 +139,7 @@ def export_bundle(
             torch.save(state, models / "model.pt")
         if (ckpt_file.parent / MODEL_CONFIG_FILE).is_file():
             shutil.copyfile(ckpt_file.parent / MODEL_CONFIG_FILE, models / MODEL_CONFIG_FILE)
-        archive = dist_dir / archive_name(bundle_dir.name, version)
+        archive = output_path(dist_dir, archive_name(bundle_dir.name, version))
         _check_release_is_new_or_same(archive, staged, bundle_dir.name, version)
         shape = input_shape(staged_metadata)
         torchscript_config = staged / "configs" / TORCHSCRIPT_CONFIG
@@ -147,10 +149,13 @@ def export_bundle(
             export_onnx(staged, models / "model.pt", models / "model.onnx", shape)
         if weights_url:
             write_large_files(staged, [name for name in WEIGHT_FILES if (staged / name).is_file()], weights_url)
+        elif (staged / LARGE_FILES).is_file():
+            listed = [entry["path"] for entry in read_large_files(staged)]
+            write_large_files(staged, [name for name in listed if (staged / name).is_file()])
         outputs = {}
         for name in ("model.ts", "model.onnx"):
             if (models / name).is_file():
-                outputs[name] = bundle_dir / "models" / name
+                outputs[name] = ckpt_file.parent / name
                 with atomic_path(outputs[name]) as tmp_output:
                     shutil.copyfile(models / name, tmp_output)
         write_zip(staged, archive, root_name=bundle_dir.name)

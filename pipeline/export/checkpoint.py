@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
-from pipeline.checkpoints.safe_loading import weights_mismatch
+from pipeline.checkpoints.safe_loading import load_checkpoint, weights_mismatch
 from pipeline.export.errors import BundleExportError
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The network weights in ``path``: a plain state dict, or the ``model`` entry of a full training checkpoint.
 
-    Loaded on the CPU with ``weights_only=True``, so a checkpoint written on a GPU, or one holding arbitrary
-    pickled objects, is read safely.
+    Loaded on the CPU by ``pipeline.checkpoints.load_checkpoint`` (tensors only), so a checkpoint written on a
+    GPU is read, and one holding pickled objects, an empty or a truncated file is refused in one line.
     """
     if not path.is_file():
         raise BundleExportError(f"{path}: checkpoint not found; train first (python -m pipeline train) or pass --ckpt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BundleExportError(f"{path}: not a PyTorch checkpoint ({first_line})") from error
+    checkpoint = load_checkpoint(path, map_location="cpu")
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise BundleExportError(f"{path}: holds no network state dict (expected name -> tensor, or a 'model' entry)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from pipeline.export.checkpoint import check_fits, load_state_dict
 from pipeline.export.contents import REQUIRED_FILES
 from pipeline.export.errors import BundleExportError
 from pipeline.export.large_files import LARGE_FILES, read_large_files
-from pipeline.export.package import archive_name, checksum_problem
+from pipeline.export.package import archive_name, checksum_problem, unsafe_entries
+from pipeline.export.torchscript import TOLERANCE
+from pipeline.user_errors import UserError
 
 
 @dataclass
@@ -90,20 +93,21 @@ def network_problems(bundle_dir: Path, overrides: Mapping[str, Any]) -> list[str
     return []
 
 
-def checkpoint_problems(bundle_dir: Path, overrides: Mapping[str, Any], ckpt_file: Path | None = None) -> list[str]:
-    """Load ``ckpt_file`` (default ``models/model.pt``) into ``network_def`` of ``configs/inference.json`` (with
-    ``overrides``)."""
-    parser = bundle_parser(bundle_dir, ["inference.json"], overrides)
-    ckpt_file = ckpt_file if ckpt_file is not None else bundle_dir / "models" / "model.pt"
-    try:
-        check_fits(parser.get_parsed_content("network_def"), load_state_dict(ckpt_file), ckpt_file)
-    except BundleExportError as error:
-        return [str(error)]
-    return []
+def loaded_network(bundle_dir: Path, overrides: Mapping[str, Any], ckpt_file: Path) -> torch.nn.Module:
+    """``network_def`` of ``configs/inference.json`` (with ``overrides``) holding the weights of ``ckpt_file``, in
+    eval mode; ``UserError`` when they cannot be read or do not fit."""
+    network = bundle_parser(bundle_dir, ["inference.json"], overrides).get_parsed_content("network_def")
+    state = load_state_dict(ckpt_file)
+    check_fits(network, state, ckpt_file)
+    network.load_state_dict(state)
+    return network.eval()
 
 
-def torchscript_problems(model_file: Path, metadata: Mapping[str, Any]) -> list[str]:
-    """``model_file`` must load, come from this metadata version, and map the declared input to the declared output."""
+def torchscript_problems(
+    model_file: Path, metadata: Mapping[str, Any], network: torch.nn.Module | None, ckpt_file: Path
+) -> list[str]:
+    """``model_file`` must load, come from this metadata version, map the declared input to the declared output
+    and, where ``network`` holds the weights of ``ckpt_file``, give its outputs on a probe input."""
     extra_files = {"metadata.json": ""}
     try:
         model = torch.jit.load(str(model_file), map_location="cpu", _extra_files=extra_files)
@@ -115,10 +119,18 @@ def torchscript_problems(model_file: Path, metadata: Mapping[str, Any]) -> list[
             f"{model_file}: exported from version {embedded!r}, bundle is {metadata.get('version')!r}; export again"
         ]
     expected_channels = metadata["network_data_format"]["outputs"]["pred"]["num_channels"]
+    probe = torch.rand(input_shape(metadata), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        output = model.eval()(torch.rand(input_shape(metadata)))
+        output = model.eval()(probe)
+        expected = network(probe) if network is not None else output
     if output.shape[1] != expected_channels:
         return [f"{model_file}: returns {output.shape[1]} channels, metadata declares {expected_channels}"]
+    if output.shape != expected.shape or not torch.allclose(output, expected, rtol=TOLERANCE, atol=TOLERANCE):
+        difference = (output - expected).abs().max().item() if output.shape == expected.shape else float("inf")
+        return [
+            f"{model_file}: is not {ckpt_file} (outputs on a probe input differ by up to {difference:.3g}); "
+            "export the weights again"
+        ]
     return []
 
 
@@ -126,6 +138,20 @@ def input_shape(metadata: Mapping[str, Any]) -> list[int]:
     """A one-slice batch shape ``[1, C, H, W]`` of the network input the metadata declares."""
     image = metadata["network_data_format"]["inputs"]["image"]
     return [1, int(image["num_channels"]), *(int(side) for side in image["spatial_shape"])]
+
+
+def archive_problems(archive: Path) -> list[str]:
+    """The zip ``archive`` must be one, and every entry must unpack inside the folder it is unpacked in."""
+    try:
+        unsafe = unsafe_entries(archive)
+    except (zipfile.BadZipFile, OSError) as error:
+        return [f"{archive}: not a readable zip archive ({error})"]
+    if unsafe:
+        return [
+            f"{archive}: refused: {len(unsafe)} entries would unpack outside its folder (absolute or with '..'), "
+            f"first {unsafe[0]!r}; whatever its checksum says, do not unpack it"
+        ]
+    return []
 
 
 def large_files_problems(bundle_dir: Path) -> list[str]:
@@ -153,8 +179,9 @@ def check_bundle(
     Required files, metadata against the schema (a problem when ``schema`` is absent), a changelog
     entry for the version, the network's input/output against the metadata (``overrides`` as for the other
     commands), and where present: the weights ``ckpt_file`` (default ``models/model.pt``) fitting the network,
-    ``models/model.ts`` loading and running, the archive of this version matching its checksum,
-    ``large_files.yml`` entries matching the files beside them.
+    the ``model.ts`` beside them loading and giving their outputs, the archive of this version holding only
+    entries that unpack inside its folder and matching its checksum, ``large_files.yml`` entries matching the
+    files beside them.
     """
     report = CheckReport(problems=missing_files(bundle_dir))
     meta_file = bundle_dir / "configs" / "metadata.json"
@@ -167,15 +194,21 @@ def check_bundle(
         return report
     report.problems += schema_problems(meta_file, schema)
     report.problems += version_problems(meta_file, metadata)
+    ckpt_file = ckpt_file if ckpt_file is not None else bundle_dir / "models" / "model.pt"
+    network = None
     if (bundle_dir / "configs" / "inference.json").is_file():
         report.problems += network_problems(bundle_dir, overrides or {})
-        ckpt_file = ckpt_file if ckpt_file is not None else bundle_dir / "models" / "model.pt"
         if ckpt_file.is_file():
-            report.problems += checkpoint_problems(bundle_dir, overrides or {}, ckpt_file)
-    if (bundle_dir / "models" / "model.ts").is_file():
-        report.problems += torchscript_problems(bundle_dir / "models" / "model.ts", metadata)
+            try:
+                network = loaded_network(bundle_dir, overrides or {}, ckpt_file)
+            except UserError as error:
+                report.problems.append(str(error))
+    torchscript = ckpt_file.parent / "model.ts"
+    if torchscript.is_file():
+        report.problems += torchscript_problems(torchscript, metadata, network, ckpt_file)
     archive = bundle_dir / "dist" / archive_name(bundle_dir.name, str(metadata.get("version")))
     if archive.is_file():
+        report.problems += archive_problems(archive)
         report.problems += [problem for problem in [checksum_problem(archive)] if problem]
     if (bundle_dir / LARGE_FILES).is_file():
         report.problems += large_files_problems(bundle_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,24 @@ def assemble_fold_ensemble(
     }
     write_text_atomic(target_dir / MODEL_CONFIG_FILE, json.dumps(definition, indent=4) + "\n")
     return {"folds": folds, "members": members}
+
+
+def refuse_dropping_folds(models_dir: str | os.PathLike, folds: Sequence[int]) -> None:
+    """Raise ``UserError`` when the fold ensemble shipped in ``models_dir`` holds a fold that an ensemble of
+    ``folds`` would lack, naming what would be replaced; a single network, or no model, is no ensemble to shrink."""
+    network = (read_model_config(models_dir) or {}).get("network_def", {})
+    if not isinstance(network, dict) or network.get("_target_") != ENSEMBLE_TARGET:
+        return
+    dropped = sorted(set(network["folds"]) - set(folds))
+    if dropped:
+        raise UserError(
+            f"{Path(models_dir) / MODEL_FILE}: the bundle ships the ensemble of folds {_listed(network['folds'])}; "
+            f"shipping folds {_listed(folds)} would drop folds {_listed(dropped)}; pass --overwrite to replace it"
+        )
+
+
+def _listed(folds: Sequence[int]) -> str:
+    return ", ".join(str(fold) for fold in sorted(folds)) or "none"
 
 
 def split_fold_ensemble(models_dir: str | os.PathLike, fold_model_dirs: Mapping[int, str | os.PathLike]) -> list[int]:

@@ -19,7 +19,7 @@ from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.export.errors import BundleExportError
-from pipeline.export.package import sha256_of
+from pipeline.export.package import digest_of, sha256_of
 
 LARGE_FILES = "large_files.yml"
 ENTRY_KEYS = ("path", "url", "hash_val", "hash_type")
@@ -44,20 +44,24 @@ def read_large_files(bundle_dir: Path) -> list[dict[str, str]]:
     return entries
 
 
-def write_large_files(bundle_dir: Path, relative_paths: Sequence[str], base_url: str) -> None:
-    """Write ``bundle_dir/large_files.yml`` listing ``relative_paths`` at ``<base_url>/<file name>`` with SHA-256.
+def write_large_files(bundle_dir: Path, relative_paths: Sequence[str], base_url: str | None = None) -> None:
+    """Write ``bundle_dir/large_files.yml`` listing ``relative_paths`` with their SHA-256.
 
-    The publisher uploads each file to that URL; ``fetch_large_files`` brings them back into any copy.
+    Each file is listed at ``<base_url>/<file name>``: the publisher uploads it there, and ``fetch_large_files``
+    brings it back into any copy. Without ``base_url`` a file keeps the URL the bundle's list gives it where the
+    listed hash is still the file's own, and gets none where the bytes changed (the hosted copy is other weights).
     """
-    entries = [
-        {
-            "path": relative,
-            "url": f"{base_url.rstrip('/')}/{Path(relative).name}",
-            "hash_val": sha256_of(bundle_dir / relative),
-            "hash_type": "sha256",
-        }
-        for relative in relative_paths
-    ]
+    listed = {} if base_url is not None else {entry["path"]: entry for entry in read_large_files(bundle_dir)}
+    entries = []
+    for relative in relative_paths:
+        sha256 = sha256_of(bundle_dir / relative)
+        url = f"{base_url.rstrip('/')}/{Path(relative).name}" if base_url is not None else ""
+        before = listed.get(relative)
+        if before is not None:
+            listed_type = before["hash_type"]
+            current = sha256 if listed_type == "sha256" else digest_of(bundle_dir / relative, listed_type)
+            url = before["url"] if current == before["hash_val"] else ""
+        entries.append({"path": relative, "url": url, "hash_val": sha256, "hash_type": "sha256"})
     with atomic_path(bundle_dir / LARGE_FILES) as tmp:
         ConfigParser.export_config_file({"large_files": entries}, tmp, fmt="yaml", sort_keys=False)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 import zipfile
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.outputs import safe_name
 
 # A fixed timestamp makes the archive depend on the files' content only, so its checksum is reproducible.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -14,17 +17,30 @@ CHUNK = 1 << 20
 
 
 def archive_name(bundle_name: str, version: str) -> str:
-    """``<bundle>_v<version>.zip``, the name a shared bundle travels under."""
-    return f"{bundle_name}_v{version}.zip"
+    """``<bundle>_v<version>.zip``, the name a shared bundle travels under; both parts are made safe names, since
+    the version comes from the bundle's ``metadata.json``."""
+    return f"{safe_name(bundle_name)}_v{safe_name(version)}.zip"
 
 
-def sha256_of(path: Path) -> str:
-    """The hexadecimal SHA-256 of the file at ``path``."""
-    digest = hashlib.sha256()
+def digest_of(path: Path, hash_type: str) -> str:
+    """The hexadecimal ``hash_type`` digest (``md5``, ``sha256``...) of the file at ``path``."""
+    digest = hashlib.new(hash_type)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    """The hexadecimal SHA-256 of the file at ``path``; a file unchanged since an earlier call (same size, same
+    modification time in nanoseconds) is not read again."""
+    status = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return digest_of(Path(path), "sha256")
 
 
 def write_zip(source_dir: Path, zip_path: Path, root_name: str) -> None:
@@ -38,6 +54,18 @@ def write_zip(source_dir: Path, zip_path: Path, root_name: str) -> None:
             with open(path, "rb") as src, archive.open(info, "w") as dst:
                 while chunk := src.read(CHUNK):
                     dst.write(chunk)
+
+
+def unsafe_entries(archive: Path) -> list[str]:
+    """The entries of the zip ``archive`` that would unpack outside the folder it is unpacked in: absolute names
+    (``/x``, ``C:x``, ``\\x``) and names with a ``..`` part, ``/`` or ``\\`` separated."""
+    with zipfile.ZipFile(archive) as packed:
+        names = packed.namelist()
+    return [
+        name
+        for name in names
+        if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in re.split(r"[/\\]", name)
+    ]
 
 
 def write_checksum(path: Path) -> Path:

@@ -22,7 +22,7 @@ class InputFailuresError(UserError, RuntimeError):
 
     def __init__(self, failures: Sequence[str], total: int) -> None:
         self.failures = list(failures)
-        lines = [f"{len(self.failures)} of {total} inputs could not be read (all others were written):"]
+        lines = [f"{len(self.failures)} of {total} inputs could not be segmented (all others were written):"]
         super().__init__("\n".join(lines + [f"  {line}" for line in self.failures]))
 
 

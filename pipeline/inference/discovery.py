@@ -3,6 +3,7 @@ leaves out, each with the reason."""
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,21 +42,23 @@ def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, ex
 
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
-    if path.is_file():
+    if not path.is_dir():
         files = [path]
     else:
         entries = path.rglob("*") if recursive else path.iterdir()
         files = sorted(
             entry
             for entry in entries
-            if entry.is_file()
+            if not entry.is_dir()
             and not entry.name.startswith(".")
             and (exclude is None or not entry.resolve().is_relative_to(exclude))
         )
     found = Inputs()
     for file in files:
         name = file.name.lower()
-        if is_fold_file(file):
+        if kind := not_a_regular_file(file):
+            found.notes[file] = f"{file}: not a regular file ({kind}); skipped"
+        elif is_fold_file(file):
             found.notes[file] = f"{file}: the figshare fold file ({CVIND_NAME}), no slice; skipped"
         elif name.endswith(NIFTI_SUFFIXES):
             try:
@@ -78,6 +81,23 @@ def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, ex
         else:
             found.left_out[file] = f"{file}: unsupported type; infer reads {', '.join(suffixes)} and DICOM files"
     return found
+
+
+def not_a_regular_file(path: Path) -> str:
+    """What ``path`` is when it is no regular file once links are followed (``a character device``, ``a named
+    pipe``, ``a link to nothing``...), which a reader could block on or read forever; empty for a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a link to nothing" if path.is_symlink() else "unreadable"
+    kinds = (
+        (stat.S_ISREG, ""),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
 
 
 def read_series(

@@ -15,6 +15,7 @@ trained model's ``model_config.json`` and the run's overrides into the one MONAI
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,10 +24,12 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 from monai.data import MetaTensor
+from monai.handlers import StatsHandler
 from monai.transforms import Compose, SaveImaged
 from monai.utils import ImageMetaKey
 
 from pipeline.bundle_configs import STANDALONE_INFERENCE, bundle_config_files
+from pipeline.checkpoints.listed_weights import check_listed_weights
 from pipeline.checkpoints.model_config import MODEL_CONFIG_FILE, check_overrides_agree, read_model_config
 from pipeline.checkpoints.safe_loading import verify_checkpoint
 from pipeline.checkpoints.weights_identity import describe_weights
@@ -46,6 +49,7 @@ class BundlePredictor:
     def __init__(self, bundle_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> None:
         bundle_dir = Path(bundle_dir).resolve()
         configs = bundle_dir / "configs"
+        self.bundle_dir = bundle_dir
         self.overrides = {"bundle_root": str(bundle_dir), **(overrides or {})}
         self.workflow = ConfigWorkflow(
             config_file=[str(path) for path in bundle_config_files(bundle_dir, [STANDALONE_INFERENCE])],
@@ -73,8 +77,10 @@ class BundlePredictor:
         """Initialise the workflow for ``slice_files`` (the 2D files :meth:`segment_slice_files` segments), build
         the network and load its weights, checked, into it; return ``self``.
 
-        Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError`` or
-        ``CheckpointMismatchError`` (one line each, naming the file) before anything is segmented.
+        Raises ``MissingCheckpointError``, ``TorchScriptCheckpointError``, ``UnsafeCheckpointError``,
+        ``DamagedCheckpointError`` or ``CheckpointMismatchError`` (one line each, naming the file) before anything is
+        segmented. Weights whose hash differs from the one the bundle's ``large_files.yml`` lists for them are
+        named in a warning, or refused with ``ListedWeightsError`` under ``strict_weights``.
         """
         self.workflow.parser["datalist"] = [{"image": str(path)} for path in slice_files]
         self.workflow.initialize()
@@ -82,6 +88,7 @@ class BundlePredictor:
         state = verify_checkpoint(self.weights_path, network)
         network.load_state_dict(state)
         self.weights = describe_weights(self.weights_path, self.value("folds"), state)
+        check_listed_weights(self.bundle_dir, self.weights_path, self.weights["sha256"], self.value("strict_weights"))
         meta = self.workflow.parser.get("_meta_", {})
         self.slice_segmenter = SliceSegmenter(
             network=network,
@@ -107,6 +114,15 @@ class BundlePredictor:
         evaluator, loader = self.value("evaluator"), self.value("checkpoint_loader")
         if evaluator.has_event_handler(loader, Events.STARTED):
             evaluator.remove_event_handler(loader, Events.STARTED)
+        # A fault that stops the run reaches the command, which reports it in one line: no traceback logged first.
+        for handler in self.value("handlers"):
+            if isinstance(handler, StatsHandler) and evaluator.has_event_handler(
+                handler.exception_raised, Events.EXCEPTION_RAISED
+            ):
+                evaluator.remove_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED)
+                # ignite swallows an exception when EXCEPTION_RAISED keeps an empty list of handlers.
+                evaluator.add_event_handler(Events.EXCEPTION_RAISED, _reraise)
+        evaluator.logger.setLevel(logging.CRITICAL)
         if on_each is not None:
             report = evaluator.add_event_handler(
                 Events.ITERATION_COMPLETED, lambda engine: on_each(batch_files(engine))
@@ -129,6 +145,10 @@ class BundlePredictor:
         """The NIfTI mask of the 3D volume ``source``: named as its slice mask would be, always ``.nii.gz``."""
         mask_writer = next(writer for writer in self.value("mask_writers") if isinstance(writer, SaveImaged))
         return str(written_path(mask_writer, source, extension=".nii.gz"))
+
+
+def _reraise(engine: Engine, error: BaseException) -> None:
+    raise error
 
 
 def written_path(writer: Any, source: Path, extension: str | None = None) -> Path | None:

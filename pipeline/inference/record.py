@@ -3,7 +3,9 @@
 The record names the bundle and its version, the SHA-256 of the weights file and of every model in it (each
 fold model of an ensemble, and whether the run used it), the settings of the run, and every
 input with its outputs and status: ``written``, ``skipped`` (its outputs were already complete) or ``failed``
-(with the reason). It is written atomically beside the outputs, so a reader never sees half a record.
+(with the reason), and a note where the input was read otherwise than stored (a colour PNG read as greyscale).
+The run itself is ``running``, ``finished``, or ``failed`` with the error that stopped it. It is written
+atomically beside the outputs, so a reader never sees half a record.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pipeline.atomic import write_text_atomic
 
 RECORD_NAME = "inference_record.json"
 WRITTEN, SKIPPED, FAILED, PENDING = "written", "skipped", "failed", "pending"
+RUNNING, FINISHED = "running", "finished"
 
 
 @dataclass
@@ -34,12 +37,17 @@ class InputOutcome:
             NIfTI copy if any.
         status: ``pending`` (not done yet), ``written``, ``skipped`` or ``failed``.
         reason: why it was skipped or failed; empty otherwise.
+        note: how the input was read, where that differs from how it is stored; empty otherwise.
+        size: the input file's size in bytes, which tells the same file from another of its name (None for a DICOM
+            series).
     """
 
     input: str
     outputs: list[str] = field(default_factory=list)
     status: str = WRITTEN
     reason: str = ""
+    note: str = ""
+    size: int | None = None
 
 
 def write_inference_record(
@@ -48,20 +56,22 @@ def write_inference_record(
     weights: Mapping[str, Any],
     settings: Mapping[str, Any],
     outcomes: Sequence[InputOutcome],
-    finished: bool = True,
+    state: str = FINISHED,
+    error: str = "",
 ) -> Path:
     """Write ``<output_dir>/inference_record.json`` atomically and return its path.
 
     ``settings`` are the run's options and overrides as JSON values; ``weights`` describes the weights file as
     ``pipeline.checkpoints.describe_weights`` does. A run writes its record before its first output (every
-    input ``pending``, ``finished`` False) and again as inputs end, so a run that is killed leaves a record
-    of what it had done, never an earlier run's.
+    input ``pending``, ``state`` running) and again as inputs end, so a run that is killed leaves a record
+    of what it had done, never an earlier run's; a run stopped by an error (``state`` failed) names it.
     """
     metadata = json.loads((Path(bundle_dir) / "configs" / "metadata.json").read_text(encoding="utf-8"))
     record = {
         "bundle": {"folder": str(bundle_dir), "name": metadata.get("name"), "version": metadata.get("version")},
         "pipeline_version": __version__,
-        "state": "finished" if finished else "running",
+        "state": state,
+        **({"error": error} if error else {}),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "weights": dict(weights),
         "settings": dict(settings),

@@ -15,12 +15,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import OutputFolderFaultError, atomic_path
 from pipeline.data.pixel_budget import refuse_oversized_scan
 from pipeline.dicom.seg_writer import write_dicom_seg
 from pipeline.dicom.series import DicomSeries, read_dicom_folder
 from pipeline.inference.record import FAILED, WRITTEN, InputOutcome
 from pipeline.inference.slice_segmenter import SliceSegmenter
+from pipeline.outputs import output_path, safe_name
 from pipeline.reports.figures import plot_mask_over_slices
 from pipeline.user_errors import find_user_error
 
@@ -38,12 +39,14 @@ def series_outputs(
 ) -> list[Path]:
     """Where the SEG (then the NIfTI copy, then the overlay sheet) of ``series`` goes:
     ``<output_dir>/<folder>/<SeriesInstanceUID>_seg.dcm`` (``_seg.nii.gz``, ``_overlay.png``), ``<folder>`` being
-    the series' folder below ``root``."""
+    the series' folder below ``root``. The UID is a header value, so it is made a safe name first
+    (:func:`~pipeline.outputs.safe_name`); ``UnsafeOutputPathError`` if a path would still lead out of
+    ``output_dir``."""
     folder = Path(os.path.commonpath([str(file.parent) for file in series.files]))
     relative = folder.relative_to(root) if folder.is_relative_to(root) else Path()
-    stem = Path(output_dir) / relative / series.series_uid
+    stem = safe_name(series.series_uid)
     suffixes = [SEG_SUFFIX] + [NIFTI_MASK_SUFFIX] * nifti_copy + [OVERLAY_SUFFIX] * overlay
-    return [stem.with_name(stem.name + suffix) for suffix in suffixes]
+    return [output_path(output_dir, relative, stem + suffix) for suffix in suffixes]
 
 
 def segment_series(series: DicomSeries, outputs: list[Path], segmenter: SliceSegmenter) -> list[Path]:
@@ -112,11 +115,14 @@ def segment_scans(
 ) -> None:
     """Segment the NIfTI ``volumes`` and the DICOM ``series`` with ``segmenter`` into their planned outputs,
     marking each outcome written, or failed with the reason (the others go on), and calling ``on_each`` after
-    each (the record is rewritten there)."""
+    each (the record is rewritten there). A full or read-only output folder (``OutputFolderFaultError``) stops
+    them all."""
     for path in volumes:
         try:
             segment_nifti_volume(path, Path(outcomes[path].outputs[0]), segmenter)
             outcomes[path].status = WRITTEN
+        except OutputFolderFaultError:  # a full or read-only output folder fails every later scan alike
+            raise
         except Exception as error:  # whatever one volume trips on is reported with it, not raised
             outcomes[path].status, outcomes[path].reason = FAILED, failure_line(str(path), error)
         on_each()
@@ -125,6 +131,8 @@ def segment_scans(
         try:
             segment_series(item, [Path(path) for path in outcome.outputs], segmenter)
             outcome.status = WRITTEN
+        except OutputFolderFaultError:
+            raise
         except Exception as error:  # an odd header of one series must not cost the others their SEG
             outcome.status, outcome.reason = FAILED, failure_line(item.label, error)
         on_each()

@@ -28,6 +28,13 @@ from pipeline.transforms.finite import NonFiniteImageError
 TRAINING_AXCODES = ("L", "P", "I")
 
 
+def refuse_non_finite(scan: np.ndarray) -> None:
+    """Raise ``NonFiniteImageError`` saying how many voxels of ``scan`` are NaN or infinite, if any."""
+    bad = int(np.size(scan) - np.count_nonzero(np.isfinite(scan)))
+    if bad:
+        raise NonFiniteImageError(f"{bad} of {np.size(scan)} voxels are NaN or infinite; the scan is not segmented")
+
+
 class SliceSegmenter:
     """The bundle's trained network, slice preprocessing and mask post-processing, applied slice by slice to a
     volume.
@@ -82,9 +89,6 @@ class SliceSegmenter:
         volume = np.asarray(volume)
         if volume.ndim != 3:
             raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
-        bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
-        if bad:
-            raise NonFiniteImageError(f"{bad} of {volume.size} voxels are NaN or infinite; the scan is not segmented")
         to_training = nib.orientations.ornt_transform(
             nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(TRAINING_AXCODES)
         )
@@ -97,7 +101,11 @@ class SliceSegmenter:
 
     def segment_slices(self, slices: np.ndarray) -> np.ndarray:
         """uint8 {0,1} masks of ``slices``, shape (n, columns, rows): 2D slices laid out as the training slices
-        were (index [column, row] of the displayed image), as MONAI reads a 2D slice file."""
+        were (index [column, row] of the displayed image), as MONAI reads a 2D slice file.
+
+        Raises ``NonFiniteImageError`` when any pixel is NaN or infinite: the network would make it an empty mask.
+        """
+        refuse_non_finite(slices)
         batches = [slices[start : start + self.batch_size] for start in range(0, len(slices), self.batch_size)]
         return np.concatenate([self._segment_batch(batch) for batch in batches])
 

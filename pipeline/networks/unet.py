@@ -156,6 +156,15 @@ class UNet2D(nn.Module):
             raise ValueError(f"UNet2D padding must be one of {PADDING_CHOICES}, got {padding!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"UNet2D dropout must be in [0, 1), got {dropout}")
+        # The arguments as JSON values: a training run writes them as the network's definition (model_config.json).
+        self.arguments = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "features": [int(width) for width in features],
+            "norm": norm,
+            "dropout": dropout,
+            "padding": padding,
+        }
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.padding = padding

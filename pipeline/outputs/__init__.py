@@ -2,7 +2,7 @@
 folder, and a record of what was written."""
 
 from pipeline.outputs.lock import LOCK_NAME, OutputFolderBusyError, output_folder_lock
-from pipeline.outputs.names import MAX_NAME_LENGTH, UnsafeOutputPathError, output_path, safe_name
+from pipeline.outputs.names import MAX_NAME_LENGTH, UnsafeOutputPathError, output_path, require_inside, safe_name
 
 __all__ = [
     "LOCK_NAME",
@@ -11,5 +11,6 @@ __all__ = [
     "UnsafeOutputPathError",
     "output_folder_lock",
     "output_path",
+    "require_inside",
     "safe_name",
 ]

@@ -82,3 +82,21 @@ def _still_named(path: Path, handle) -> bool:
         return False
     opened = os.fstat(handle.fileno())
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def lock_holder(folder: str | os.PathLike) -> int | None:
+    """The process id of the run that holds ``folder``'s lock, or None when no run holds it (a killed run's
+    lock file left behind is not held)."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None

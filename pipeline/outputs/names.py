@@ -46,9 +46,13 @@ def output_path(folder: str | os.PathLike, *parts: str | os.PathLike) -> Path:
     :func:`safe_name`; an absolute part, a ``..`` or a link that leads out raises ``UnsafeOutputPathError`` in
     one line naming the path and the folder. Returns the joined, unresolved path.
     """
-    folder = Path(folder)
-    path = folder.joinpath(*parts)
-    root = folder.resolve()
+    return require_inside(folder, Path(folder).joinpath(*parts))
+
+
+def require_inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path`` itself when it resolves (links followed) to a path inside ``folder``; else
+    ``UnsafeOutputPathError`` in one line naming both."""
+    path, root = Path(path), Path(folder).resolve()
     resolved = path.resolve()
     if resolved == root or not resolved.is_relative_to(root):
         raise UnsafeOutputPathError(
