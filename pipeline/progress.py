@@ -44,7 +44,7 @@ class Progress:
         total: the units of work to do; ``None`` when unknown (then no time left is given).
         unit: what one unit is, plural (``"slices"``).
         description: what the work is (``"segmenting"``), the start of every line.
-        quiet: report nothing.
+        quiet: report nothing (nor is anything reported when ``total`` is 0).
         stream: where to write (default: stderr).
     """
 
@@ -60,13 +60,13 @@ class Progress:
         self.total, self.unit, self.description = total, unit, description
         self.done = 0
         self._stream = sys.stderr if stream is None else stream
-        self._quiet = quiet
+        self._quiet = quiet or total == 0  # no work, nothing to report
         self._every = math.ceil(total / PLAIN_LINES) if total else None
         self._started_at = self._last_line_at = time.monotonic()
         self._last_line_done = 0
         self._closed = False
         self._bar = None
-        if not quiet and on_terminal(self._stream):
+        if not self._quiet and on_terminal(self._stream):
             self._bar = tqdm(total=total, unit=f" {unit}", desc=description, file=self._stream, dynamic_ncols=True)
 
     def advance(self, count: int = 1) -> None:
@@ -77,14 +77,26 @@ class Progress:
         elif not self._quiet and self._line_due():
             self._write(self._running_line())
 
-    def close(self) -> None:
-        """End the report: the bar is closed, or the last plain line written. Calling it again does nothing."""
+    def advance_to(self, done: int, total: int | None = None) -> None:
+        """Count ``done`` units done in all, of ``total`` when it has become known (a scan's slices once it is
+        read), and report them."""
+        if total is not None and total != self.total:
+            self.total, self._every = total, math.ceil(total / PLAIN_LINES) if total else None
+            if self._bar is not None:
+                self._bar.total = total
+                self._bar.refresh()
+        if done > self.done:
+            self.advance(done - self.done)
+
+    def close(self, finished: bool = True) -> None:
+        """End the report: the bar is closed, or the last plain line written (not when the work did not
+        ``finish``: the error that stopped it is the last word). Calling it again does nothing."""
         if self._closed:
             return
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif not self._quiet and self.done:
+        elif not self._quiet and self.done and finished:
             elapsed = time.monotonic() - self._started_at
             self._write(f"{self.description}: {self.done} {self.unit} in {duration_text(elapsed)}")
 
@@ -94,7 +106,7 @@ class Progress:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(finished=kind is None)
 
     def _line_due(self) -> bool:
         if self.total is not None and self.done >= self.total:

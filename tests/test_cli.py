@@ -190,7 +190,7 @@ def test_ckpt_dir_is_spelt_with_a_hyphen_accepts_the_underscore_and_is_listed_in
     for spelling in ("--dataset-dir", "--dataset_dir"):
         args, extra = parser.parse_known_args(["evaluate", spelling, "data", "--ckpt-dir", "runs/cpu"])
         assert extra == [] and args.dataset_dir == Path("data")
-    for command in ("train", "evaluate", "infer", "dicom"):
+    for command in ("train", "evaluate", "infer", "dicom", "dicomweb"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--ckpt-dir CKPT_DIR, --ckpt_dir CKPT_DIR" in capsys.readouterr().out
@@ -254,3 +254,14 @@ def test_every_boolean_key_of_a_config_is_one_of_its_checked_switches(config):
     merged = merged_config(bundle_config_files(default_bundle_dir(), [config]))
     booleans = {key for key, value in merged.items() if isinstance(value, bool)}
     assert booleans == set(merged["switches"])
+
+
+def test_serve_and_dicomweb_name_a_missing_file_in_one_line_before_loading_anything(tmp_path, capsys):
+    missing = tmp_path / "node.yaml"
+    assert main(["serve", "--config", str(missing)]) == 1
+    assert error_lines(capsys) == [f"error: {missing}: no such file or folder"]
+    arguments = ["dicomweb", "--url", "http://127.0.0.1:1/dicom-web", "--study-uid", "1.2", "--output", str(tmp_path)]
+    assert main([*arguments, "--auth-file", str(tmp_path / "auth")]) == 1
+    assert error_lines(capsys) == [f"error: {tmp_path / 'auth'}: no such file or folder"]
+    assert main(["serve", "--config", str(missing), "--stauts"]) == 1
+    assert error_lines(capsys) == ["error: unknown option --stauts; did you mean --status?"]

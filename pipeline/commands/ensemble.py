@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.inference.record import write_inference_record as write_record
     from pipeline.outputs import output_folder_lock, output_path
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+    from pipeline.progress import Progress
     from pipeline.user_errors import find_user_error
     from pipeline.workflow import check_bundle_overrides
 
@@ -98,16 +99,18 @@ def run(args: argparse.Namespace) -> int:
 
         save_record()
         try:
-            for name, outcome in outcomes.items():
-                target = Path(outcome.outputs[0])
-                try:
-                    if reason := unwritten_reason(runs, name):
-                        raise ValueError(reason)
-                    write_ensemble_mask([run.probabilities[name] for run in runs], target, mask_transforms)
-                    outcome.status = WRITTEN
-                except ValueError as error:
-                    target.unlink(missing_ok=True)  # an earlier run's mask must not pass for this run's
-                    outcome.status, outcome.reason = FAILED, str(error)
+            with Progress(len(outcomes), "slices", "averaging", quiet=args.quiet) as progress:
+                for name, outcome in outcomes.items():
+                    target = Path(outcome.outputs[0])
+                    try:
+                        if reason := unwritten_reason(runs, name):
+                            raise ValueError(reason)
+                        write_ensemble_mask([run.probabilities[name] for run in runs], target, mask_transforms)
+                        outcome.status = WRITTEN
+                    except ValueError as error:
+                        target.unlink(missing_ok=True)  # an earlier run's mask must not pass for this run's
+                        outcome.status, outcome.reason = FAILED, str(error)
+                    progress.advance()
         except Exception as error:  # what stops the run (a full disk) is its record's last word
             fault = find_user_error(error)
             save_record(FAILED, str(fault) if fault else f"{type(error).__name__}: {error}")

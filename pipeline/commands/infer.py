@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.inference.scans import segment_scans
     from pipeline.outputs.lock import output_folder_lock
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+    from pipeline.progress import Progress
 
     output, source = args.output.resolve(), args.input.absolute()
     refuse_output_holding_input(output, source)
@@ -207,24 +208,34 @@ def run(args: argparse.Namespace) -> int:
             last_saved[0] = time.monotonic()
             return path
 
+        slices_done = Progress(len(to_segment), "slices", "segmenting", quiet=args.quiet)
+        scans_done = Progress(len(volumes) + len(series), "scans", "segmenting", quiet=args.quiet)
+
         def slices_written(files: list[str]) -> None:
             for file in files:
                 outcomes[Path(file)].status = WRITTEN
             save_record(soon=True)
+            slices_done.advance(len(files))
+
+        def scan_ended() -> None:
+            save_record()
+            scans_done.advance()
 
         save_record()
         unread = None
         try:
             if to_segment:
-                try:
-                    predictor.segment_slice_files(on_each=slices_written)
-                except Exception as error:
-                    unread = find_user_error(error)
-                    if not isinstance(unread, InputFailuresError):
-                        raise
+                with slices_done:
+                    try:
+                        predictor.segment_slice_files(on_each=slices_written)
+                    except Exception as error:
+                        unread = find_user_error(error)
+                        if not isinstance(unread, InputFailuresError):
+                            raise
                 mark_slices(to_segment, outcomes, unread.failures if unread else [])
                 save_record()
-            segment_scans(volumes, series, outcomes, predictor.slice_segmenter, on_each=save_record)
+            with scans_done:
+                segment_scans(volumes, series, outcomes, predictor.slice_segmenter, on_each=scan_ended)
         except Exception as error:  # what stops the run (a full disk) is its record's last word
             fault = find_user_error(error)
             save_record(FAILED, error=str(fault) if fault else f"{type(error).__name__}: {error}")
