@@ -182,6 +182,33 @@ def test_an_error_after_the_bundle_config_is_read_is_the_only_line_printed(tmp_p
     assert line.startswith(f"error: {empty / 'model.pt'}: no trained weights here")
 
 
+@pytest.mark.parametrize("fault", ["missing input", "bad override"])
+def test_a_command_error_is_one_error_line_with_no_log_line_before_it(tmp_path, fault):
+    source = tmp_path / "1.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(source)
+    output = tmp_path / "out"
+    if fault == "missing input":
+        arguments, expected = (
+            ["--input", str(tmp_path / "missing")],
+            f"error: {tmp_path / 'missing'}: no such file or folder",
+        )
+    else:
+        arguments, expected = (
+            ["--input", str(source), "--imagesize", "32"],
+            ("error: unknown override --imagesize; did you mean --image_size?"),
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "infer", "--output", str(output), "--device", "cpu", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [expected]
+    assert not output.exists()
+
+
 def test_ckpt_dir_is_spelt_with_a_hyphen_accepts_the_underscore_and_is_listed_in_the_help(capsys):
     parser = build_parser()
     for spelling in ("--ckpt-dir", "--ckpt_dir"):

@@ -128,7 +128,9 @@ def test_a_run_shorter_than_the_validation_interval_validates_its_last_epoch_and
         **{**TINY_TRAINING, "val_interval": 2, "epochs": 1},
     )
     # The bundle's logging.conf sends the training log to stdout, as the user sees it.
-    (line,) = [line for line in capsys.readouterr().out.splitlines() if " - pipeline.training - INFO - " in line]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    (line,) = [line for line in lines if " - pipeline.training - INFO - " in line]
     assert " - INFO - epoch 1/1: loss " in line and " val_mean_dice " in line
     assert line.endswith(f"model: {tmp_path / 'models' / 'model.pt'} (epoch 1, the best validated)")
+    assert lines[-1] == line  # the run's last word says where the model is
     assert (tmp_path / "models" / "model.pt").is_file()
