@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_bundle import THRESHOLD_NETWORK
+from tiny_bundle import THRESHOLD_NETWORK, trained_looking_unet
 
+from pipeline import default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.checkpoints import MODEL_CONFIG_FILE
 from pipeline.export.fold_ensemble import assemble_fold_ensemble
+from pipeline.inference.predictor import BundlePredictor
 from pipeline.inferers import FlipTTAInferer
 from pipeline.networks import ProbabilityEnsemble, state_digest
+from pipeline.phantoms.slices import make_phantom_slice
 from pipeline.user_errors import UserError
 
 DEFINITION = {"network_def": THRESHOLD_NETWORK, "image_size": 32, "intensity_percentiles": [0.5, 99.5]}
@@ -70,6 +73,97 @@ def test_the_ensemble_outputs_the_log_of_its_members_mean_probability():
     assert torch.allclose(only_second(inputs), torch.log_softmax(ensemble.members[1](inputs), dim=1), atol=1e-5)
     with pytest.raises(UserError, match="holds folds 1, 2, 3"):
         ProbabilityEnsemble(member, folds=[1, 2, 3], use_folds=[4])
+
+
+def _unet_ensemble(seeds=(0, 1, 2), norm: str | None = "batch", **kwargs) -> ProbabilityEnsemble:
+    """An ensemble of small trained-looking U-Nets, one per seed (folds 1, 2, 3...), in eval mode."""
+    members = [trained_looking_unet(seed, norm=norm) for seed in seeds]
+    ensemble = ProbabilityEnsemble(members[0], folds=range(1, len(seeds) + 1), **kwargs)
+    for copy, member in zip(ensemble.members, members, strict=True):
+        copy.load_state_dict(member.state_dict())
+    return ensemble.eval()
+
+
+def _member_calls(ensemble: ProbabilityEnsemble) -> list[torch.nn.Module]:
+    """The list each forward pass of a member alone is appended to."""
+    calls = []
+    for member in ensemble.members:
+        member.register_forward_hook(lambda module, inputs, output: calls.append(module))
+    return calls
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "instance"])
+@pytest.mark.parametrize("use_folds", [None, [2], [1, 3]])
+def test_as_one_network_the_ensemble_runs_no_member_alone_and_gives_their_mean_probability(norm, use_folds):
+    one_network = _unet_ensemble(norm=norm, use_folds=use_folds)
+    one_by_one = _unet_ensemble(norm=norm, use_folds=use_folds, one_network=False)
+    calls = _member_calls(one_network)
+    image = torch.rand(2, 1, 45, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(one_network(image).exp(), one_by_one(image).exp(), rtol=0, atol=1e-5)
+    assert calls == []
+
+
+def test_as_one_network_the_ensemble_follows_weights_loaded_after_its_first_use():
+    ensemble = _unet_ensemble()
+    renewed = _unet_ensemble(seeds=(3, 4, 5), one_network=False)
+    image = torch.rand(1, 1, 32, 48)
+    with torch.no_grad():
+        before = ensemble(image)
+        ensemble.load_state_dict(renewed.state_dict())
+        after = ensemble(image)
+        torch.testing.assert_close(after.exp(), renewed(image).exp(), rtol=0, atol=1e-5)
+    assert not torch.allclose(before, after, atol=1e-3)
+
+
+def test_training_and_gradients_run_the_members_one_by_one():
+    ensemble = _unet_ensemble()
+    calls = _member_calls(ensemble)
+    image = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        ensemble.train()(image)  # batch norm on the batch's statistics, member by member
+    assert len(calls) == 3
+    ensemble.eval()(image).sum().backward()
+    assert len(calls) == 6
+    assert all(parameter.grad is not None for parameter in ensemble.parameters())
+
+
+def test_the_ensemble_scripts_and_exports_to_onnx_with_each_member_in_the_classic_layout(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    ensemble = _unet_ensemble()
+    image = torch.rand(1, 1, 48, 64)
+    path = tmp_path / "ensemble.onnx"
+    with torch.no_grad():
+        expected = ensemble(image)
+        torch.testing.assert_close(torch.jit.script(ensemble)(image), expected, rtol=1e-4, atol=1e-4)
+        torch.onnx.export(ensemble, (image,), str(path), input_names=["image"], output_names=["pred"], dynamo=False)
+    # 18 3x3 convolutions and the 1x1 head per member: the members' own layers, not one grouped network's.
+    assert sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node) == 3 * 19
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (pred,) = session.run(None, {"image": image.numpy()})
+    torch.testing.assert_close(torch.from_numpy(pred), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_shipped_ensemble_as_one_network_makes_the_masks_of_its_members_one_by_one():
+    """Phantom figshare slices through the shipped model and the bundle's own inferer (flip TTA), probability
+    post-processing (float16 rounding included) and mask post-processing, both ways."""
+    segmenter = BundlePredictor(default_bundle_dir(), {"device": "$torch.device('cpu')"}).build().slice_segmenter
+    ensemble = segmenter.network
+    assert isinstance(ensemble, ProbabilityEnsemble) and len(ensemble.active) == 4
+    rng = np.random.default_rng(11)
+    slices = np.stack([make_phantom_slice(rng, tumor_type)[0] for tumor_type in (1, 2, 3, 3)]).astype(np.float32)
+    probabilities, masks = {}, {}
+    ensemble.register_forward_hook(lambda module, inputs, output: probabilities[module.one_network].append(output))
+    calls = _member_calls(ensemble)
+    for one_network in (True, False):
+        ensemble.one_network, probabilities[one_network] = one_network, []
+        masks[one_network] = segmenter.segment_slices(slices)
+    assert len(calls) == 2 * 4  # the plain and the flipped pass of each member, only when run one by one
+    for grouped, alone in zip(probabilities[True], probabilities[False], strict=True):
+        torch.testing.assert_close(grouped.exp(), alone.exp(), rtol=0, atol=1e-5)
+    assert np.array_equal(masks[True], masks[False])
+    assert all(mask.sum() > 100 for mask in masks[True])
 
 
 def test_flip_tta_averages_probabilities_not_logits():

@@ -28,6 +28,28 @@ def save_threshold_network(path) -> None:
     torch.save(network.state_dict(), path)
 
 
+def trained_looking_unet(seed: int, **kwargs):
+    """A 4-wide U-Net in eval mode whose norms hold running statistics and affine weights far from their initial
+    values, as after training, so that a member computed with another member's statistics would differ."""
+    import torch
+
+    from pipeline.networks import UNet2D
+
+    torch.manual_seed(seed)
+    network = UNet2D(features=TINY_NETWORK["network_def#features"], **kwargs)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)) and module.affine:
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and module.bias is not None:
+                module.bias.uniform_(-0.1, 0.1)
+    return network.eval()
+
+
 def phantom_dataset(root, seed: int, patients: int = 10):
     """Phantom figshare slices (2 per patient, 128 px) in ``root/raw``, prepared into ``root/dataset``; returns it."""
     from pipeline.data.prepare import prepare_dataset

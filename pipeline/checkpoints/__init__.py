@@ -2,6 +2,7 @@
 
 from pipeline.checkpoints.atomic_saver import AtomicCheckpointSaver, AtomicDiskSaver
 from pipeline.checkpoints.earlier_run import EarlierRunError, guard_earlier_run
+from pipeline.checkpoints.initial_weights import InitialWeightsError, initial_weights, load_initial_weights
 from pipeline.checkpoints.model_config import (
     MODEL_CONFIG_FILE,
     ModelConfigMismatchError,
@@ -35,6 +36,7 @@ __all__ = [
     "CheckpointMismatchError",
     "DamagedCheckpointError",
     "EarlierRunError",
+    "InitialWeightsError",
     "LatestCheckpointLoader",
     "MissingCheckpointError",
     "ModelConfigMismatchError",
@@ -48,8 +50,10 @@ __all__ = [
     "UnsafeCheckpointError",
     "find_latest_checkpoint",
     "guard_earlier_run",
+    "initial_weights",
     "latest_checkpoints",
     "load_checkpoint",
+    "load_initial_weights",
     "read_model_config",
     "require_checkpoint",
     "weights_mismatch",

@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.checkpoints.model_config import read_model_config
 from pipeline.checkpoints.safe_loading import load_checkpoint
 from pipeline.export.package import sha256_of
-from pipeline.networks.ensemble import ENSEMBLE_TARGET, MEMBER_PREFIX, state_digest
+from pipeline.networks.ensemble import ENSEMBLE_TARGET, member_state, state_digest
 
 
 def describe_weights(
@@ -34,8 +34,7 @@ def describe_weights(
     models: list[dict[str, Any]] = []
     if isinstance(definition, dict) and definition.get("_target_") == ENSEMBLE_TARGET:
         for index, fold in enumerate(definition.get("folds", [])):
-            prefix = f"{MEMBER_PREFIX}{index}."
-            member = {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}
+            member = member_state(state, index)
             models.append({"fold": fold, "sha256": state_digest(member), "used": folds is None or fold in folds})
     else:
         models.append({"fold": None, "sha256": state_digest(state), "used": True})

@@ -36,6 +36,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="start a new run over an earlier run's checkpoints (its model.pt is replaced at the first validation)",
     )
     parser.add_argument(
+        "--init-from",
+        metavar="bundle|PATH",
+        help="fine-tune: start from trained weights instead of random ones: `bundle` for the bundle's shipped "
+        "model (models/model.pt), or a model.pt; the network must be configured as theirs (the shipped model: "
+        "--recipe cpu)",
+    )
+    parser.add_argument(
+        "--init-fold",
+        type=int,
+        metavar="K",
+        help="with --init-from a fold ensemble (the shipped model): start from its fold-K member",
+    )
+    parser.add_argument(
         "--recipe",
         default=None,
         help="merge configs/train_RECIPE.json onto train.json, e.g. `cpu` for the recipe tuned for a few CPU cores; "
@@ -74,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["overwrite"] = True
     if args.verbose:
         overrides["iteration_log"] = True
+    overrides.update(init_overrides(args.bundle, args.init_from, args.init_fold))
     require_recipe(args.bundle, args.recipe)
     require_datalist(args.dataset_dir)
     check_bundle_overrides(args.bundle, train_configs(args.recipe), overrides)
@@ -90,6 +104,16 @@ def train_configs(recipe: str | None) -> list[str]:
     Recipes compose with ``+``, left to right: ``cpu+augment`` merges ``train_cpu.json``, then ``train_augment.json``.
     """
     return ["train.json"] + [f"train_{name}.json" for name in (recipe.split("+") if recipe else [])]
+
+
+def init_overrides(bundle: str | Path, init_from: str | None, init_fold: int | None) -> dict[str, str | int]:
+    """The overrides ``init_from`` and ``init_fold`` of ``--init-from`` (``bundle`` or a path) and ``--init-fold``."""
+    if init_from is None:
+        if init_fold is not None:
+            raise UserError(f"--init-fold {init_fold}: needs --init-from (bundle, or the fold ensemble's model.pt)")
+        return {}
+    path = Path(bundle) / "models" / "model.pt" if init_from == "bundle" else Path(init_from)
+    return {"init_from": str(path.resolve()), **({} if init_fold is None else {"init_fold": init_fold})}
 
 
 def require_recipe(bundle: str | Path, recipe: str | None) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.checkpoints import MODEL_CONFIG_FILE, load_checkpoint, read_model_config
-from pipeline.networks.ensemble import ENSEMBLE_TARGET, MEMBER_PREFIX, state_digest
+from pipeline.networks.ensemble import ENSEMBLE_TARGET, MEMBER_PREFIX, member_state, state_digest
 from pipeline.user_errors import UserError
 
 MODEL_FILE = "model.pt"
@@ -102,8 +102,7 @@ def split_fold_ensemble(models_dir: str | os.PathLike, fold_model_dirs: Mapping[
     for index, fold in enumerate(network["folds"]):
         if fold not in fold_model_dirs:
             continue
-        prefix = f"{MEMBER_PREFIX}{index}."
-        member = {name[len(prefix) :]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+        member = member_state(state, index)
         target = Path(fold_model_dirs[fold])
         target.mkdir(parents=True, exist_ok=True)
         with atomic_path(target / MODEL_FILE) as tmp:
