@@ -12,9 +12,9 @@ BUNDLE_NAME = "brain_tumor_mri_2d_segmentation"
 # so that `check` and `export` validate offline.
 DEFAULT_SCHEMA = Path(__file__).resolve().parent / "schemas" / "meta_schema_20240725.json"
 
-# Warnings MONAI raises about its own internals, which no user of this package can act on. They are silenced here, on
-# import, by exact message: the bundle's configs import the package, so `python -m monai.bundle run` is as quiet as
-# `python -m pipeline`.
+# Warnings MONAI raises about its own internals, which no user of this package can act on, or about facts the package
+# reports itself. They are silenced here, on import, by exact message: the bundle's configs import the package, so
+# `python -m monai.bundle run` is as quiet as `python -m pipeline`.
 HARMLESS_WARNINGS = (
     # LoadImage builds every reader it knows; with pydicom installed, one warns in every process that NVIDIA's
     # optional GPU decoder is absent. pydicom's own decoders are the ones used here.
@@ -23,6 +23,11 @@ HARMLESS_WARNINGS = (
     (FutureWarning, r"monai\.metrics\.utils get_mask_edges:always_return_as_numpy"),
     # verify_metadata checks a schema's hash only when given one; the schema ships with this package.
     (UserWarning, r"No hash value provided for .*meta_schema_\d+\.json"),
+    # ScaleIntensityRangePercentiles on a constant image (a blank slice): the image becomes all zeros, as it should.
+    (Warning, r"Divide by zero \(a_min == a_max\)"),
+    # HausdorffDistanceMetric on a slice where the model predicts no tumour: the HD95 is then not a number, and the
+    # training's epoch line and the evaluation report count such slices themselves.
+    (UserWarning, r"the prediction of class \d+ is all 0"),
 )
 for _category, _message in HARMLESS_WARNINGS:
     warnings.filterwarnings("ignore", message=_message, category=_category)

@@ -18,6 +18,9 @@ from pipeline.user_errors import UserError
 # A config value starting with one of these is a MONAI reference, expression or macro: its type is only known
 # once it is evaluated, so an override of it (or by it) is not type-checked.
 CONFIG_SIGILS = ("@", "$", "%")
+# MONAI's command line (python-fire) reads these two words as booleans and keeps any other word, "false" included,
+# as a string; the pipeline's command line reads them so too, beside JSON's true and false.
+PYTHON_BOOLEANS = {"True": True, "False": False}
 # The expected type of an override, by the type of the value the config holds, tested in this order (a bool is
 # also an int, and an int is a fine float).
 EXPECTED_TYPES = (
@@ -30,19 +33,57 @@ EXPECTED_TYPES = (
 )
 
 
-def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments shared by the commands that run a bundle config."""
+def add_bundle_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """Add the arguments shared by the commands that run a bundle config, and the help's closing paragraph on
+    overrides with ``example``, overrides that command accepts (a test runs each through the command's checks)."""
     parser.add_argument(
         "--bundle", type=Path, default=default_bundle_dir(), help="bundle folder (default: %(default)s)"
     )
     parser.add_argument(
         "--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: CUDA if available, else CPU)"
     )
-    parser.epilog = (
-        "Any other --KEY VALUE pair overrides the bundle config, e.g. --epochs 5 or "
-        "--train#dataloader#batch_size 4 (VALUE is parsed as JSON when it can be). KEY must exist in the "
-        "command's configs and VALUE must have the type the config gives it."
+    add_quiet_argument(parser)
+    parser.epilog = override_epilog(example)
+
+
+def override_epilog(example: str) -> str:
+    """The help's paragraph on ``--KEY VALUE`` overrides, with ``example``."""
+    return (
+        f"Any other --KEY VALUE pair overrides the bundle config, e.g. {example} (VALUE is parsed as JSON when it "
+        "can be; True and False are booleans too). KEY must exist in the command's configs and VALUE must have the "
+        "type the config gives it."
     )
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--quiet``: no progress bar on a terminal, no progress lines in a log."""
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="report no progress (default: a bar on a terminal, a line now and then in a log)",
+    )
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--ckpt-dir`` (also spelt ``--ckpt_dir``, as the config key it sets)."""
+    parser.add_argument(
+        "--ckpt-dir",
+        "--ckpt_dir",
+        dest="ckpt_dir",
+        default=None,
+        help="folder of the model: model.pt and model_config.json (default: <bundle>/models)",
+    )
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides that flags of the command line stand for: ``--ckpt-dir DIR`` is ``--ckpt_dir DIR``."""
+    ckpt_dir = getattr(args, "ckpt_dir", None)
+    return [] if ckpt_dir is None else ["--ckpt_dir", str(ckpt_dir)]
+
+
+def quiet_override(quiet: bool) -> dict[str, bool]:
+    """The config override of ``--quiet`` for the configs with progress reports (training, evaluation)."""
+    return {"progress_bar": False} if quiet else {}
 
 
 def add_folds_argument(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +121,9 @@ def folds_override(folds: Sequence[int] | None) -> dict[str, Any]:
 def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
     """Turn ``["--epochs", "5", "--train#dataloader#batch_size", "4"]`` into bundle config overrides.
 
-    Values are parsed as JSON where possible (numbers, booleans, lists), otherwise kept as strings. Raises
-    ``UserError`` for an argument that is not a ``--KEY VALUE`` pair.
+    Values are parsed as JSON where possible (numbers, booleans, lists), ``True`` and ``False`` as booleans (as
+    MONAI's command line reads them), anything else kept as a string. Raises ``UserError`` for an argument that is
+    not a ``--KEY VALUE`` pair.
     """
     overrides: dict[str, Any] = {}
     items = list(extra)
@@ -95,8 +137,24 @@ def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
         try:
             overrides[key[2:]] = json.loads(raw)
         except json.JSONDecodeError:
-            overrides[key[2:]] = raw
+            overrides[key[2:]] = PYTHON_BOOLEANS.get(raw, raw)
     return overrides
+
+
+def require_booleans(switches: Mapping[str, Any]) -> None:
+    """Refuse, in one ``UserError``, every switch of a bundle config that does not hold a boolean.
+
+    The bundle's configs call it first as they initialise, with their ``switches``: ``python -m monai.bundle run
+    ... --flip_tta false`` hands the config the string ``"false"``, which an expression would take as true.
+    """
+    problems = [
+        f"--{key} {value!r}: expected a boolean; MONAI's command line reads True and False as booleans and keeps any "
+        "other word as a string"
+        for key, value in switches.items()
+        if not isinstance(value, bool)
+    ]
+    if problems:
+        raise UserError("\n".join(problems))
 
 
 def device_override(device: str | None) -> dict[str, str]:

@@ -40,8 +40,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     configs = "['configs/common.json','configs/train.json']"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs]
     command += ["--dataset_dir", str(root / "dataset"), "--ckpt_dir", str(ckpt_dir), "--output_dir", str(train_dir)]
-    for key, value in TINY_TRAINING.items():
-        command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    for key, value in TINY_TRAINING.items():  # MONAI's CLI reads Python literals: False, not false
+        command += [f"--{key}", value if isinstance(value, str) else repr(value)]
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from pipeline.__main__ import main
+from pipeline import default_bundle_dir
+from pipeline.__main__ import build_parser, main
+from pipeline.bundle_configs import bundle_config_files, merged_config
+from pipeline.checkpoints.model_config import check_overrides_agree, read_model_config
 from pipeline.commands import synth
+from pipeline.overrides import flag_overrides, parse_overrides
 from pipeline.user_errors import UserError, find_user_error
+from pipeline.workflow import check_bundle_overrides
 
 
 def error_lines(capsys) -> list[str]:
@@ -132,3 +139,156 @@ def test_building_the_command_line_imports_neither_monai_nor_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
     )
     assert json.loads(result.stdout) == []
+
+
+def test_a_mistyped_flag_of_the_command_names_the_flag_and_nothing_is_written(tmp_path, capsys):
+    source = tmp_path / "1.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(source)
+    output = tmp_path / "masks"
+    assert main(["infer", "--input", str(source), "--output", str(output), "--fromat", "png"]) == 1
+    assert error_lines(capsys) == ["error: unknown option --fromat; did you mean --format?"]
+    assert main(["infer", "--input", str(source), "--output", str(output), "--no-ovrlays"]) == 1
+    assert error_lines(capsys) == ["error: unknown option --no-ovrlays; did you mean --no-overlays?"]
+    assert main(["prepare", "--src", str(tmp_path), "--out", str(tmp_path / "dataset"), "--sed", "3"]) == 1
+    assert error_lines(capsys) == ["error: unknown option --sed; did you mean --seed?"]
+    assert not output.exists() and not (tmp_path / "dataset").exists()
+
+
+def test_a_command_line_argparse_refuses_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["infer", "--input", "slices", "--output", "masks", "--format", "jpg"])
+    assert stop.value.code == 2
+    assert error_lines(capsys) == [
+        "error: argument --format: invalid choice: 'jpg' (choose from 'nii.gz', 'png'); "
+        "`python -m pipeline infer --help` lists the options"
+    ]
+
+
+def test_an_error_after_the_bundle_config_is_read_is_the_only_line_printed(tmp_path):
+    source = tmp_path / "1.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(source)
+    empty = tmp_path / "no_model"
+    empty.mkdir()
+    command = [sys.executable, "-m", "pipeline", "infer", "--input", str(source), "--output", str(tmp_path / "out")]
+    result = subprocess.run(
+        [*command, "--ckpt-dir", str(empty), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"error: {empty / 'model.pt'}: no trained weights here")
+
+
+@pytest.mark.parametrize("fault", ["missing input", "bad override"])
+def test_a_command_error_is_one_error_line_with_no_log_line_before_it(tmp_path, fault):
+    source = tmp_path / "1.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(source)
+    output = tmp_path / "out"
+    if fault == "missing input":
+        arguments, expected = (
+            ["--input", str(tmp_path / "missing")],
+            f"error: {tmp_path / 'missing'}: no such file or folder",
+        )
+    else:
+        arguments, expected = (
+            ["--input", str(source), "--imagesize", "32"],
+            ("error: unknown override --imagesize; did you mean --image_size?"),
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "infer", "--output", str(output), "--device", "cpu", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [expected]
+    assert not output.exists()
+
+
+def test_ckpt_dir_is_spelt_with_a_hyphen_accepts_the_underscore_and_is_listed_in_the_help(capsys):
+    parser = build_parser()
+    for spelling in ("--ckpt-dir", "--ckpt_dir"):
+        args, extra = parser.parse_known_args(["infer", "--input", "a", "--output", "b", spelling, "runs/cpu"])
+        assert extra == [] and flag_overrides(args) == ["--ckpt_dir", "runs/cpu"]
+    for spelling in ("--dataset-dir", "--dataset_dir"):
+        args, extra = parser.parse_known_args(["evaluate", spelling, "data", "--ckpt-dir", "runs/cpu"])
+        assert extra == [] and args.dataset_dir == Path("data")
+    for command in ("train", "evaluate", "infer", "dicom", "dicomweb"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--ckpt-dir CKPT_DIR, --ckpt_dir CKPT_DIR" in capsys.readouterr().out
+
+
+# The configs each command checks its overrides against (model_config.json merged last where the command runs a
+# trained model).
+COMMAND_CONFIGS = {
+    "train": (["train.json"], False),
+    "crossval": (["train.json"], False),
+    "demo": (["train.json", "evaluate.json"], False),
+    "evaluate": (["train.json", "evaluate.json"], True),
+    "infer": (["inference.json"], True),
+    "dicom": (["inference.json"], True),
+    "dicomweb": (["inference.json"], True),
+    "ensemble": (["inference.json"], True),
+}
+
+
+@pytest.mark.parametrize("command", COMMAND_CONFIGS)
+def test_the_override_example_of_each_help_is_accepted_by_its_command(command):
+    epilog = build_parser()._subparsers._group_actions[0].choices[command].epilog
+    example = re.search(r"e\.g\. (.*?) \(VALUE", " ".join(epilog.split()))[1]
+    overrides = parse_overrides(example.split())
+    configs, trained = COMMAND_CONFIGS[command]
+    check_bundle_overrides(default_bundle_dir(), configs, overrides)
+    if trained:
+        models = default_bundle_dir() / "models"
+        check_overrides_agree(read_model_config(models), overrides, models / "model_config.json")
+
+
+@pytest.mark.parametrize("config", ["inference.json", "train.json"])
+def test_a_boolean_switch_given_as_a_word_through_monai_s_command_line_is_refused_in_one_line(config):
+    bundle = default_bundle_dir()
+    files = [str(path) for path in bundle_config_files(bundle, [config])]
+    workflow = ConfigWorkflow(
+        config_file=files,
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer" if config == "inference.json" else "train",
+        bundle_root=str(bundle),
+        flip_tta="false",
+        fill_holes=False,
+    )
+    with pytest.raises(Exception) as raised:
+        workflow.initialize()
+        workflow.run()
+    assert str(find_user_error(raised.value)) == (
+        "--flip_tta 'false': expected a boolean; MONAI's command line reads True and False as booleans and keeps any "
+        "other word as a string"
+    )
+
+
+def test_the_pipeline_command_line_reads_true_and_false_in_either_spelling():
+    words = ["--flip_tta", "False", "--fill_holes", "false", "--save_overlays", "True", "--threshold", "0.4"]
+    assert parse_overrides(words) == {"flip_tta": False, "fill_holes": False, "save_overlays": True, "threshold": 0.4}
+
+
+@pytest.mark.parametrize("config", ["inference.json", "train.json"])
+def test_every_boolean_key_of_a_config_is_one_of_its_checked_switches(config):
+    merged = merged_config(bundle_config_files(default_bundle_dir(), [config]))
+    booleans = {key for key, value in merged.items() if isinstance(value, bool)}
+    assert booleans == set(merged["switches"])
+
+
+def test_serve_and_dicomweb_name_a_missing_file_in_one_line_before_loading_anything(tmp_path, capsys):
+    missing = tmp_path / "node.yaml"
+    assert main(["serve", "--config", str(missing)]) == 1
+    assert error_lines(capsys) == [f"error: {missing}: no such file or folder"]
+    arguments = ["dicomweb", "--url", "http://127.0.0.1:1/dicom-web", "--study-uid", "1.2", "--output", str(tmp_path)]
+    assert main([*arguments, "--auth-file", str(tmp_path / "auth")]) == 1
+    assert error_lines(capsys) == [f"error: {tmp_path / 'auth'}: no such file or folder"]
+    assert main(["serve", "--config", str(missing), "--stauts"]) == 1
+    assert error_lines(capsys) == ["error: unknown option --stauts; did you mean --status?"]

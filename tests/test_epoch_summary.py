@@ -1,4 +1,5 @@
-"""Training shows one summary line per epoch (loss, validation score, time left); iteration losses on request."""
+"""Training shows one summary line per epoch (loss, validation score, slices with no prediction, time left; the last
+names the model); iteration losses on request."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import logging
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from tiny_bundle import TINY_TRAINING, phantom_dataset
 
 from pipeline import default_bundle_dir
 from pipeline.bundle_configs import bundle_parser
 from pipeline.commands import train
 from pipeline.handlers import EpochSummary
+from pipeline.workflow import run_bundle
 
 LOSSES = [1.0, 0.5, 0.25, 0.25]  # two iterations per epoch: means 0.75 and 0.25
 
@@ -88,3 +91,46 @@ def test_time_left_is_not_inflated_by_one_paused_epoch(caplog, monkeypatch):
     assert lines[2].endswith("about 0m 30s left")  # 3 epochs of 10 s to go; the paused 1000 s epoch is not typical
     # after epoch 4 (10 s + 30 s of validation): plain epochs 10 s (median of 10, 1000, 10), validated 40 s, 1 in 4
     assert lines[3].endswith(f"about 0m {round(2 * (10 * 3 / 4 + 40 / 4)):02d}s left")
+
+
+def test_validation_slices_with_no_prediction_are_counted_in_the_epoch_line(caplog):
+    tumour = torch.zeros(2, 4, 4)
+    tumour[0], tumour[1, 1:3, 1:3] = 1, 1
+    tumour[0, 1:3, 1:3] = 0
+    empty = torch.zeros(2, 4, 4)
+    empty[0] = 1  # one-hot: background everywhere
+    validator = Engine(lambda engine, batch: [{"pred": tumour}, {"pred": empty}, {"pred": empty}])
+    validator.state.key_metric_name = "val_mean_dice"
+
+    def validate(trainer: Engine) -> None:
+        validator.run([0, 1], max_epochs=1)  # 2 batches of 3 slices
+        validator.state.epoch, validator.state.metrics = trainer.state.epoch, {"val_mean_dice": 0.5}
+        validator.state.best_metric, validator.state.best_metric_epoch = 0.5, trainer.state.epoch
+
+    trainer = Engine(lambda engine, batch: [{"loss": torch.tensor(0.5)}])
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, validate)
+    EpochSummary(validator=validator).attach(trainer)
+    with caplog.at_level(logging.INFO, logger="pipeline.training"):
+        trainer.run([0], max_epochs=1)
+    (line,) = [record.getMessage() for record in caplog.records if record.name == "pipeline.training"]
+    assert "val_mean_dice 0.5000 (best 0.5000 at epoch 1), no prediction on 4 of 6 slices, done in " in line
+
+
+def test_a_run_shorter_than_the_validation_interval_validates_its_last_epoch_and_names_its_model(tmp_path, capsys):
+    phantom_dataset(tmp_path, seed=3)
+    run_bundle(
+        default_bundle_dir(),
+        ["train.json"],
+        "train",
+        dataset_dir=str(tmp_path / "dataset"),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "training"),
+        **{**TINY_TRAINING, "val_interval": 2, "epochs": 1},
+    )
+    # The bundle's logging.conf sends the training log to stdout, as the user sees it.
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    (line,) = [line for line in lines if " - pipeline.training - INFO - " in line]
+    assert " - INFO - epoch 1/1: loss " in line and " val_mean_dice " in line
+    assert line.endswith(f"model: {tmp_path / 'models' / 'model.pt'} (epoch 1, the best validated)")
+    assert lines[-1] == line  # the run's last word says where the model is
+    assert (tmp_path / "models" / "model.pt").is_file()

@@ -48,7 +48,7 @@ def test_evaluate_without_weights_prints_the_message_once_and_no_traceback(tmp_p
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: {empty / 'model.pt'}: no trained weights here; train them (python -m pipeline train), fetch the "
-        "released ones (python -m pipeline fetch-weights), or point --ckpt_dir at a folder holding model.pt"
+        "released ones (python -m pipeline fetch-weights), or point --ckpt-dir at a folder holding model.pt"
     ]
     assert (result.stdout + result.stderr).count(NO_WEIGHTS) == 1
     assert "Traceback" not in result.stdout

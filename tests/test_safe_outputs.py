@@ -148,7 +148,7 @@ def test_a_full_disk_ends_the_run_in_one_line_with_the_record_failed_and_no_temp
         noise = np.random.default_rng(index).integers(0, 255, (256, 256), dtype=np.uint8)
         Image.fromarray(noise).save(_grey(tmp_path / "in" / f"{index:02}.png"))
     output = small_tmpfs / "out"
-    assert _infer(tmp_path / "in", output, ckpt_dir, "--no-overlays", "--save-probabilities") == 1
+    assert _infer(tmp_path / "in", output, ckpt_dir, "--no-overlays", "--save-probabilities", "--quiet") == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: ") and "no space left" in errors[0], errors
     assert str(output) in errors[0]

@@ -44,12 +44,12 @@ def guard_earlier_run(ckpt_dir: str | os.PathLike, resume: bool = False, overwri
     if earlier:
         raise EarlierRunError(
             f"{ckpt_dir}: holds checkpoints of an earlier run ({earlier[-1].name}); pass --resume to continue it "
-            "or --overwrite to start a new run over it, or --ckpt_dir to train into another folder "
+            "or --overwrite to start a new run over it, or --ckpt-dir to train into another folder "
             "(with `monai.bundle run`: --resume True or --overwrite True)"
         )
     if (ckpt_dir / BEST_CHECKPOINT).is_file():
         raise EarlierRunError(
-            f"{ckpt_dir}: holds a trained {BEST_CHECKPOINT} (in a fresh clone, the released model); pass --ckpt_dir "
+            f"{ckpt_dir}: holds a trained {BEST_CHECKPOINT} (in a fresh clone, the released model); pass --ckpt-dir "
             "to train into another folder, or --overwrite to replace it (with `monai.bundle run`: --overwrite True)"
         )
     remove_stale_temporaries(ckpt_dir)

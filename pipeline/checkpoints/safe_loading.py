@@ -53,7 +53,7 @@ def require_checkpoint(path: str | os.PathLike) -> None:
     if not os.path.isfile(path):
         raise MissingCheckpointError(
             f"{path}: no trained weights here; train them (python -m pipeline train), fetch the released ones "
-            "(python -m pipeline fetch-weights), or point --ckpt_dir at a folder holding model.pt"
+            "(python -m pipeline fetch-weights), or point --ckpt-dir at a folder holding model.pt"
         )
 
 
@@ -70,7 +70,7 @@ def refuse_torchscript(path: str | os.PathLike) -> None:
     if scripted:
         raise TorchScriptCheckpointError(
             f"{path}: a TorchScript model, not a checkpoint of weights; run it with configs/inference_torchscript.json "
-            "(it loads models/model.ts), or point --ckpt_dir at the folder holding the model.pt that training wrote"
+            "(it loads models/model.ts), or point --ckpt-dir at the folder holding the model.pt that training wrote"
         )
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline import DEFAULT_SCHEMA, default_bundle_dir
-from pipeline.overrides import parse_overrides
+from pipeline.overrides import add_checkpoint_argument, parse_overrides
 from pipeline.user_errors import UserError
 
 
@@ -41,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="write configs/inference.json anew from common.json, models/model_config.json and its own keys "
         "(after editing common.json or shipping another model), then check",
     )
+    add_checkpoint_argument(parser)
     parser.epilog = (
         "The network is built from configs/inference.json and models/model_config.json; other --KEY VALUE pairs "
         "override them for the network check."

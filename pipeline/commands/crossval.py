@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides, quiet_override
 from pipeline.user_errors import UserError
 
 DEFAULT_FOLDS = (1, 2, 3, 4)
@@ -55,8 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="with --ship, replace a shipped ensemble even by one that lacks some of its folds",
     )
-    add_bundle_arguments(parser)
-    parser.set_defaults(accepts_overrides=True)
+    add_bundle_arguments(parser, example="--epochs 30 --val_interval 4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("src", "meta"))
     return parser
 
 
@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     models = Path(args.bundle).resolve() / "models"
     if args.ship and not args.overwrite:
         refuse_dropping_folds(models, [fold.fold for fold in folds])  # before hours of training, not after
-    overrides = {**device_override(args.device), **parse_overrides(args.overrides)}
+    overrides = {**device_override(args.device), **quiet_override(args.quiet), **parse_overrides(args.overrides)}
     require_recipe(args.bundle, args.recipe)
     configs = train_configs(args.recipe)
     if not args.summary_only:
@@ -114,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
                 ckpt_dir=str(fold.model_dir.resolve()),
                 output_dir=str(fold.validation.resolve()),
                 **device_override(args.device),
+                **quiet_override(args.quiet),
             )
 
         run_crossval(folds, train, evaluate, epochs)

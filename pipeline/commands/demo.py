@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from pipeline.commands.evaluate import format_summary
-from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides, quiet_override
 
 # A small U-Net at 128 px: enough to segment the phantoms well within minutes on two CPU cores.
 DEMO_SETTINGS = {
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--verbose", action="store_true", help="log the training loss of every iteration, not only one line per epoch"
     )
-    add_bundle_arguments(parser)
+    add_bundle_arguments(parser, example="--epochs 5")
     parser.set_defaults(accepts_overrides=True)
     return parser
 
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         "dataset_dir": str(dataset),
         "ckpt_dir": str(out / "models"),
         **device_override(args.device),
+        **quiet_override(args.quiet),
         **parse_overrides(args.overrides),
     }
     # A rerun redoes the demo's own training in its own folder; weights anywhere else stay guarded as ever.

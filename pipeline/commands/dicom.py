@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.overrides import (
     add_bundle_arguments,
+    add_checkpoint_argument,
     add_folds_argument,
     add_strict_weights_argument,
     device_override,
@@ -63,8 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--nifti-copy", action="store_true", help="also write each series' mask as NIfTI")
     parser.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     add_folds_argument(parser)
+    add_checkpoint_argument(parser)
     add_strict_weights_argument(parser)
-    add_bundle_arguments(parser)
+    add_bundle_arguments(parser, example="--threshold 0.4")
     parser.set_defaults(accepts_overrides=True)
     return parser
 
@@ -186,14 +188,13 @@ def _segment_series(
     """Retrieve, segment and (unless ``--no-store``) store back one series; the files written and its problems,
     one line each naming the series or its files."""
     from pipeline.dicom.pacs import get_series, store_files
-    from pipeline.inference.scans import segment_dicom_folder
     from pipeline.outputs import output_path, safe_name
 
     folder = output_path(output, "retrieved", safe_name(series.study_uid), safe_name(series.series_uid))
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's instances, which the server may no longer hold
-    files = get_series(node, series, folder, progress=_progress_printer(step))
+    files = get_series(node, series, folder, progress=None if args.quiet else _progress_printer(step))
     print(f"{step} retrieved {len(files)} instances to {folder}; segmenting them", flush=True)
-    written, problems = segment_dicom_folder(folder, output / "segmentations", segmenter, nifti_copy=args.nifti_copy)
+    written, problems = segment_retrieved(folder, output / "segmentations", segmenter, args, step)
     for path in written:
         print(f"{step} wrote {path}")
     segs = [path for path in written if path.suffix == ".dcm"]
@@ -203,6 +204,22 @@ def _segment_series(
         store_files(node, segs)
         print(f"{step} stored {len(segs)} SEG on {node}")
     return written, problems
+
+
+def segment_retrieved(
+    folder: Path, output_dir: Path, segmenter: SliceSegmenter, args: argparse.Namespace, step: str
+) -> tuple[list[Path], list[str]]:
+    """``segment_dicom_folder`` on a retrieved series, its slices' progress reported (``[1/3] segmenting: 40/155
+    slices, ...``) unless ``--quiet``."""
+    from pipeline.inference.scans import segment_dicom_folder
+    from pipeline.progress import Progress
+
+    with Progress(None, "slices", f"{step} segmenting", quiet=args.quiet) as progress:
+        segmenter.on_slices = progress.advance_to
+        try:
+            return segment_dicom_folder(folder, output_dir, segmenter, nifti_copy=args.nifti_copy)
+        finally:
+            segmenter.on_slices = None
 
 
 def _progress_printer(step: str) -> Callable[[int, int | None], None]:

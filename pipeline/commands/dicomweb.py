@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pipeline.commands.dicom import SEGMENTED_MODALITY
 from pipeline.overrides import (
     add_bundle_arguments,
+    add_checkpoint_argument,
     add_folds_argument,
     device_override,
     folds_override,
@@ -54,8 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--nifti-copy", action="store_true", help="also write each series' mask as NIfTI")
     parser.add_argument("--overwrite", action="store_true", help="write into an OUTPUT folder that already holds files")
     add_folds_argument(parser)
-    add_bundle_arguments(parser)
-    parser.set_defaults(accepts_overrides=True)
+    add_checkpoint_argument(parser)
+    add_bundle_arguments(parser, example="--threshold 0.4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("auth_file",))
     return parser
 
 
@@ -120,15 +122,15 @@ def _segment_series(
     """Retrieve, segment and (unless ``--no-store``) store one series; its problems, one line each."""
     import shutil
 
+    from pipeline.commands.dicom import segment_retrieved
     from pipeline.dicom.dicomweb import retrieve_series, store_files
-    from pipeline.inference.scans import segment_dicom_folder
     from pipeline.outputs import output_path, safe_name
 
     folder = output_path(output, "retrieved", safe_name(series.study_uid), safe_name(series.series_uid))
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's instances, which the server may no longer hold
     files = retrieve_series(server, series, folder)
     print(f"{step} retrieved {len(files)} instances to {folder}; segmenting them", flush=True)
-    written, problems = segment_dicom_folder(folder, output / "segmentations", segmenter, nifti_copy=args.nifti_copy)
+    written, problems = segment_retrieved(folder, output / "segmentations", segmenter, args, step)
     for path in written:
         print(f"{step} wrote {path}")
     segs = [path for path in written if path.suffix == ".dcm"]

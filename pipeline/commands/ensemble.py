@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline import default_bundle_dir
-from pipeline.overrides import parse_overrides
+from pipeline.overrides import add_quiet_argument, override_epilog, parse_overrides
 from pipeline.user_errors import UserError
 
 
@@ -32,8 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=default_bundle_dir(),
         help="bundle whose threshold and post-processing make the masks (default: %(default)s)",
     )
-    parser.epilog = "Any other --KEY VALUE pair overrides the bundle config, e.g. --threshold 0.4."
-    parser.set_defaults(accepts_overrides=True)
+    add_quiet_argument(parser)
+    parser.epilog = override_epilog("--threshold 0.4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("inputs",))
     return parser
 
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.inference.record import write_inference_record as write_record
     from pipeline.outputs import output_folder_lock, output_path
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+    from pipeline.progress import Progress
     from pipeline.user_errors import find_user_error
     from pipeline.workflow import check_bundle_overrides
 
@@ -97,16 +99,18 @@ def run(args: argparse.Namespace) -> int:
 
         save_record()
         try:
-            for name, outcome in outcomes.items():
-                target = Path(outcome.outputs[0])
-                try:
-                    if reason := unwritten_reason(runs, name):
-                        raise ValueError(reason)
-                    write_ensemble_mask([run.probabilities[name] for run in runs], target, mask_transforms)
-                    outcome.status = WRITTEN
-                except ValueError as error:
-                    target.unlink(missing_ok=True)  # an earlier run's mask must not pass for this run's
-                    outcome.status, outcome.reason = FAILED, str(error)
+            with Progress(len(outcomes), "slices", "averaging", quiet=args.quiet) as progress:
+                for name, outcome in outcomes.items():
+                    target = Path(outcome.outputs[0])
+                    try:
+                        if reason := unwritten_reason(runs, name):
+                            raise ValueError(reason)
+                        write_ensemble_mask([run.probabilities[name] for run in runs], target, mask_transforms)
+                        outcome.status = WRITTEN
+                    except ValueError as error:
+                        target.unlink(missing_ok=True)  # an earlier run's mask must not pass for this run's
+                        outcome.status, outcome.reason = FAILED, str(error)
+                    progress.advance()
         except Exception as error:  # what stops the run (a full disk) is its record's last word
             fault = find_user_error(error)
             save_record(FAILED, str(fault) if fault else f"{type(error).__name__}: {error}")

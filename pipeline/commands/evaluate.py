@@ -8,11 +8,13 @@ from pathlib import Path
 
 from pipeline.overrides import (
     add_bundle_arguments,
+    add_checkpoint_argument,
     add_folds_argument,
     add_strict_weights_argument,
     device_override,
     folds_override,
     parse_overrides,
+    quiet_override,
     strict_weights_override,
 )
 from pipeline.user_errors import UserError
@@ -26,12 +28,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Evaluate <bundle>/models/model.pt on a split of DATASET_DIR/datalist.json at each slice's "
         "own resolution: Dice and HD95 per slice, per tumour type and per patient (CSV, JSON, PNG).",
     )
-    parser.add_argument("--dataset-dir", type=Path, required=True, help="folder holding datalist.json")
+    parser.add_argument("--dataset-dir", "--dataset_dir", type=Path, required=True, help="folder holding datalist.json")
     parser.add_argument("--split", default="test", help="datalist list to evaluate (default: %(default)s)")
+    add_checkpoint_argument(parser)
     add_folds_argument(parser)
     add_strict_weights_argument(parser)
-    add_bundle_arguments(parser)
-    parser.set_defaults(accepts_overrides=True)
+    add_bundle_arguments(parser, example="--threshold 0.4 --flip_tta false")
+    parser.set_defaults(accepts_overrides=True, must_exist=("dataset_dir",))
     return parser
 
 
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         **folds_override(args.folds),
         **strict_weights_override(args.strict_weights),
         **device_override(args.device),
+        **quiet_override(args.quiet),
         **parse_overrides(args.overrides),
     )
     output_dir = Path(workflow.parser.get_parsed_content("output_dir"))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.overrides import (
     add_bundle_arguments,
+    add_checkpoint_argument,
     add_folds_argument,
     add_strict_weights_argument,
     device_override,
@@ -84,8 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="skip the inputs whose outputs in OUTPUT are complete, e.g. after an interrupted run",
     )
-    add_bundle_arguments(parser)
-    parser.set_defaults(accepts_overrides=True)
+    add_checkpoint_argument(parser)
+    add_bundle_arguments(parser, example="--threshold 0.4 --slice_batch_size 4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("input",))
     return parser
 
 
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.inference.scans import segment_scans
     from pipeline.outputs.lock import output_folder_lock
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
+    from pipeline.progress import Progress
 
     output, source = args.output.resolve(), args.input.absolute()
     refuse_output_holding_input(output, source)
@@ -205,24 +208,34 @@ def run(args: argparse.Namespace) -> int:
             last_saved[0] = time.monotonic()
             return path
 
+        slices_done = Progress(len(to_segment), "slices", "segmenting", quiet=args.quiet)
+        scans_done = Progress(len(volumes) + len(series), "scans", "segmenting", quiet=args.quiet)
+
         def slices_written(files: list[str]) -> None:
             for file in files:
                 outcomes[Path(file)].status = WRITTEN
             save_record(soon=True)
+            slices_done.advance(len(files))
+
+        def scan_ended() -> None:
+            save_record()
+            scans_done.advance()
 
         save_record()
         unread = None
         try:
             if to_segment:
-                try:
-                    predictor.segment_slice_files(on_each=slices_written)
-                except Exception as error:
-                    unread = find_user_error(error)
-                    if not isinstance(unread, InputFailuresError):
-                        raise
+                with slices_done:
+                    try:
+                        predictor.segment_slice_files(on_each=slices_written)
+                    except Exception as error:
+                        unread = find_user_error(error)
+                        if not isinstance(unread, InputFailuresError):
+                            raise
                 mark_slices(to_segment, outcomes, unread.failures if unread else [])
                 save_record()
-            segment_scans(volumes, series, outcomes, predictor.slice_segmenter, on_each=save_record)
+            with scans_done:
+                segment_scans(volumes, series, outcomes, predictor.slice_segmenter, on_each=scan_ended)
         except Exception as error:  # what stops the run (a full disk) is its record's last word
             fault = find_user_error(error)
             save_record(FAILED, error=str(fault) if fault else f"{type(error).__name__}: {error}")

@@ -1,7 +1,6 @@
 """``python -m pipeline prepare``: check a dataset, split it patient-wise and write its ``datalist.json``."""
 
 import argparse
-import sys
 from pathlib import Path
 
 from pipeline.data.datalist import DATALIST_NAME, format_summary
@@ -41,12 +40,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient draw (default: %(default)s)")
     parser.add_argument("--binarize", action="store_true", help="threshold grey masks at half their maximum")
     parser.add_argument("--to-nifti", action="store_true", help="convert every pair to NIfTI under OUT/nifti/")
+    parser.set_defaults(must_exist=("src", "meta"))
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the dataset and print its summary; every problem found ends the command with exit code 1."""
-    from pipeline.data.prepare import LEAK_WARNING, prepare_dataset
+    from pipeline.data.prepare import prepare_dataset
 
     datalist = prepare_dataset(
         args.src,
@@ -60,9 +60,6 @@ def run(args: argparse.Namespace) -> int:
         binarize=args.binarize,
         to_nifti=args.to_nifti,
     )
-    if not datalist["split"]["patients_known"]:
-        banner = "!" * 100
-        print(f"{banner}\nWARNING: {LEAK_WARNING}\n{banner}", file=sys.stderr)
     print(format_summary(datalist))
     print(f"wrote {Path(args.out) / DATALIST_NAME}")
     return 0

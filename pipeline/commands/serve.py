@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"print whether the node runs, its queue and its last failures, and exit (status {NOT_RUNNING} when "
         "it is not running)",
     )
+    parser.set_defaults(must_exist=("config",))
     return parser
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.overrides import add_bundle_arguments, device_override, parse_overrides
+from pipeline.overrides import (
+    add_bundle_arguments,
+    add_checkpoint_argument,
+    device_override,
+    parse_overrides,
+    quiet_override,
+)
 from pipeline.user_errors import UserError
 
 
@@ -18,7 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "checkpoint by validation Dice goes to <bundle>/models/model.pt, the state to resume from to "
         "<bundle>/models/latest_checkpoint_epoch=N.pt after every epoch.",
     )
-    parser.add_argument("--dataset-dir", type=Path, required=True, help="folder holding datalist.json")
+    parser.add_argument("--dataset-dir", "--dataset_dir", type=Path, required=True, help="folder holding datalist.json")
+    add_checkpoint_argument(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--resume", action="store_true", help="continue the run whose latest checkpoint is in the checkpoint folder"
@@ -57,8 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="worker processes on this machine, one per GPU; more than 1 starts them with torch.distributed.run "
         "(default: %(default)s)",
     )
-    add_bundle_arguments(parser)
-    parser.set_defaults(accepts_overrides=True)
+    add_bundle_arguments(parser, example="--epochs 5 --train#dataloader#batch_size 4")
+    parser.set_defaults(accepts_overrides=True, must_exist=("dataset_dir",))
     return parser
 
 
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "dataset_dir": str(args.dataset_dir.resolve()),
         **device_override(args.device),
+        **quiet_override(args.quiet),
         **parse_overrides(args.overrides),
     }
     if args.resume:

@@ -104,7 +104,8 @@ def prepare_dataset(
 
     patients_known = layout.kind is LayoutKind.MAT or (table is not None and table.has_pid)
     if not patients_known:
-        logger.warning(LEAK_WARNING)
+        banner = "!" * 100
+        logger.warning("%s\nWARNING: %s\n%s", banner, LEAK_WARNING, banner)
     sets, split = _split(records, fold_of, fold_source, val_fold, test_fold, fractions, seed, patients_known)
     split = {"layout": layout.kind.value, "source": relative_path(src, dataset_dir), **split}
     if fold_source:

@@ -6,7 +6,8 @@ Four layouts are recognised, by what the folder holds:
   ``brainTumorDataPublic_*`` folders), optionally with ``cvind.mat`` beside them;
 - ``figshare-zips``: the figshare archives ``brainTumorDataPublic_*.zip`` (any ``*.zip``), optionally with
   ``cvind.mat``;
-- ``image-file-pairs``: ``images/N.png`` with ``masks/N.png`` (or ``labels/``); JPEG is accepted too;
+- ``image-file-pairs``: ``images/N.png`` with ``masks/N.png`` (or ``labels/``); JPEG files are refused, each
+  with the reason (:func:`lossy_refusal`), as every command refuses them;
 - ``nifti-pairs``: ``images/X.nii.gz`` with ``labels/X.nii.gz`` (or ``masks/``).
 
 Notes and tables beside the data (``.csv``, ``.txt``, ``.md``, ``.json``) and hidden files are ignored; any
@@ -26,7 +27,10 @@ IMAGE_DIR_NAME = "images"
 MASK_DIR_NAMES = ("masks", "labels")
 MAT_SUFFIXES = (".mat",)
 ARCHIVE_SUFFIXES = (".zip",)
-IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FILE_SUFFIXES = (".png",)
+# Lossy formats: their compression changes pixel values and blurs edges, in the image and in its mask alike, so no
+# command reads them.
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 COMPANION_SUFFIXES = (".csv", ".txt", ".md", ".json")
 
@@ -120,6 +124,14 @@ def file_stem(path: Path) -> str:
     return path.name[: len(path.name) - len(file_suffix(path))]
 
 
+def lossy_refusal(path: Path) -> str:
+    """The line that refuses the JPEG file ``path``, with the reason and what to do."""
+    return (
+        f"{path}: JPEG is refused: its lossy compression changes pixel values and blurs the tumour's edge, in a "
+        "slice and in its mask alike; save the slices as PNG or NIfTI from the original data"
+    )
+
+
 def is_fold_file(path: Path) -> bool:
     """Whether ``path`` is the figshare fold file ``cvind.mat``: a ``.mat`` beside the slices that is no slice."""
     return path.name == CVIND_NAME
@@ -187,7 +199,8 @@ def discover_layout(src: Path, exclude: Sequence[Path] = ()) -> SourceLayout:
     if archives:
         strays = _strays([src], ARCHIVE_SUFFIXES + MAT_SUFFIXES)
         return SourceLayout(LayoutKind.ZIPS, src, tuple(archives), strays=strays, cvind=cvind)
-    loose_images = [path for path in files if file_suffix(path) in IMAGE_FILE_SUFFIXES + NIFTI_SUFFIXES]
+    slice_suffixes = IMAGE_FILE_SUFFIXES + LOSSY_SUFFIXES + NIFTI_SUFFIXES
+    loose_images = [path for path in files if file_suffix(path) in slice_suffixes]
     if image_dir is None and loose_images:
         raise DatasetError(
             [
@@ -228,9 +241,11 @@ def pair_slices(layout: SourceLayout) -> tuple[list[SliceRecord], list[str]]:
 
 def stray_problems(layout: SourceLayout) -> list[str]:
     """One line per stray file of ``layout``: its path and its unknown extension."""
-    expected = ", ".join(LAYOUT_SUFFIXES[layout.kind])
+    expected = f"a {layout.kind.value} layout takes {', '.join(LAYOUT_SUFFIXES[layout.kind])}"
     return [
-        f"{path}: unknown extension {file_suffix(path) or '(none)'!r} (a {layout.kind.value} layout takes {expected})"
+        lossy_refusal(path)
+        if file_suffix(path) in LOSSY_SUFFIXES
+        else f"{path}: unknown extension {file_suffix(path) or '(none)'!r} ({expected})"
         for path in layout.strays
     ]
 
@@ -246,7 +261,7 @@ def _pairs_layout(src: Path, image_dir: Path, mask_dirs: list[Path]) -> SourceLa
         raise DatasetError([f"{image_dir}: empty folder"])
     suffixes = Counter(file_suffix(path) for path in image_files)
     nifti_count = sum(suffixes[suffix] for suffix in NIFTI_SUFFIXES)
-    image_file_count = sum(suffixes[suffix] for suffix in IMAGE_FILE_SUFFIXES)
+    image_file_count = sum(suffixes[suffix] for suffix in IMAGE_FILE_SUFFIXES + LOSSY_SUFFIXES)
     if not nifti_count and not image_file_count:
         raise DatasetError(
             [f"{image_dir}: unrecognised layout: no {', '.join(IMAGE_FILE_SUFFIXES + NIFTI_SUFFIXES)} files"]

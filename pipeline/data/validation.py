@@ -3,7 +3,7 @@
 Faults found here, one line each naming the file: unreadable file, a multi-channel image, NaN or infinite
 pixels, a mask whose shape differs from the image's, a mask that is not binary (values {0, 1} and {0, 255}
 both count as binary), a slice missing from the meta table, an empty patient id and a patient given two
-tumour types. A grey (for example JPEG-compressed) mask of an image file or NIfTI pair is thresholded at half
+tumour types. A grey (for example resampled) mask of an image file or NIfTI pair is thresholded at half
 its maximum instead when ``binarize`` is set, and written under ``binarized_masks/``; the user's file stays
 as it is. ``.mat`` masks are MATLAB logicals, so a non-binary one is a damaged file and is always refused.
 """

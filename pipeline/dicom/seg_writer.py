@@ -3,20 +3,25 @@
 The SEG holds one binary segment, 'tumour', coded as SNOMED CT Neoplasm, with the algorithm that made it. It
 references every source instance (empty slices included) and shares the source's StudyInstanceUID and
 FrameOfReferenceUID, so viewers (3D Slicer, OHIF, PACS viewers) lay it over the series it came from.
+
+highdicom and pydicom's code dictionary are imported when a SEG is made, not with this module: together they cost
+about as much start-up as the rest of a one-slice ``infer`` run's own imports, and a run of 2D slices makes no SEG.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import highdicom
 import numpy as np
-from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from pipeline import __version__
 from pipeline.atomic import atomic_path
 from pipeline.dicom.series import DicomSeries
+
+if TYPE_CHECKING:
+    import highdicom
 
 SEGMENT_LABEL = "tumour"
 # Segment series are numbered after their source series, as scanners number derived series.
@@ -29,6 +34,9 @@ MAX_LONG_STRING = 64
 def tumour_segment(algorithm_name: str, algorithm_version: str) -> highdicom.seg.SegmentDescription:
     """Segment 1, 'tumour': a morphologically abnormal structure of type Neoplasm in the brain, found by the
     artificial-intelligence algorithm ``algorithm_name`` ``algorithm_version``."""
+    import highdicom
+    from pydicom.sr.codedict import codes
+
     return highdicom.seg.SegmentDescription(
         segment_number=1,
         segment_label=SEGMENT_LABEL,
@@ -73,6 +81,8 @@ def write_dicom_seg(
     Every slice gets a frame, empty ones too. The SEG is a new series in the source's study, numbered
     ``1000 + SeriesNumber`` of the source. It is written atomically to ``path``, which is returned.
     """
+    import highdicom
+
     if series.frame_of_reference_uid is None:
         raise ValueError("its instances have no FrameOfReferenceUID, which a SEG must share with its source")
     source = series.datasets[0]

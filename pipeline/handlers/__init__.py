@@ -5,6 +5,7 @@ from pipeline.handlers.epoch_summary import EpochSummary
 from pipeline.handlers.learning_curve import LearningCurveHandler
 from pipeline.handlers.load_failure_report import InputFailuresError, LoadFailureReport
 from pipeline.handlers.nan_guard import NonFiniteLossError, NonFiniteLossGuard
+from pipeline.handlers.progress_report import ProgressReport
 from pipeline.handlers.segmentation_report import SegmentationReportHandler
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "LoadFailureReport",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
+    "ProgressReport",
     "SegmentationReportHandler",
 ]

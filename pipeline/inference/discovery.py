@@ -31,12 +31,13 @@ class Inputs:
 def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, exclude: Path | None = None) -> Inputs:
     """The inputs at ``path`` (one file, the files of a folder, or of its whole tree when ``recursive``) by kind:
     2D slices (``suffixes``, NIfTI of two dimensions), 3D NIfTI volumes and DICOM files, and the files left out,
-    each with a line saying why. The figshare fold file ``cvind.mat`` is no slice: it goes to ``notes``, skipped
-    without fault. Files under ``exclude`` (the output folder) and hidden files are ignored.
+    each with a line saying why (a JPEG file: its lossy compression, as every command refuses it). The figshare
+    fold file ``cvind.mat`` is no slice: it goes to ``notes``, skipped without fault. Files under ``exclude``
+    (the output folder) and hidden files are ignored.
 
     Raises ``UserError`` when ``path`` does not exist.
     """
-    from pipeline.data.sources import CVIND_NAME, is_fold_file
+    from pipeline.data.sources import CVIND_NAME, LOSSY_SUFFIXES, is_fold_file, lossy_refusal
     from pipeline.dicom.series import is_dicom_file
     from pipeline.inference.scans import volume_dimensions
 
@@ -60,6 +61,8 @@ def find_inputs(path: Path, suffixes: Sequence[str], recursive: bool = False, ex
             found.notes[file] = f"{file}: not a regular file ({kind}); skipped"
         elif is_fold_file(file):
             found.notes[file] = f"{file}: the figshare fold file ({CVIND_NAME}), no slice; skipped"
+        elif name.endswith(LOSSY_SUFFIXES):  # refused with the reason, even where --input_suffixes names it
+            found.left_out[file] = lossy_refusal(file)
         elif name.endswith(NIFTI_SUFFIXES):
             try:
                 dimensions = volume_dimensions(file)

@@ -8,6 +8,7 @@ batched, and put back is defined here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -52,6 +53,9 @@ class SliceSegmenter:
         batch_size: slices per forward pass.
         name: the bundle's name, for the outputs' provenance.
         version: the bundle's version.
+
+    ``on_slices``, when set, is called after each forward pass with the slices of the scan done so far and the
+    slices it has (a command's progress report).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class SliceSegmenter:
         self.batch_size = max(1, int(batch_size))
         self.name = name
         self.version = version
+        self.on_slices: Callable[[int, int], object] | None = None
 
     def segment(self, volume: np.ndarray, affine: np.ndarray, slice_axis: int) -> np.ndarray:
         """uint8 {0,1} mask with ``volume``'s shape; ``affine`` is RAS+ (used to bring each slice to the
@@ -106,8 +111,12 @@ class SliceSegmenter:
         Raises ``NonFiniteImageError`` when any pixel is NaN or infinite: the network would make it an empty mask.
         """
         refuse_non_finite(slices)
-        batches = [slices[start : start + self.batch_size] for start in range(0, len(slices), self.batch_size)]
-        return np.concatenate([self._segment_batch(batch) for batch in batches])
+        masks = []
+        for start in range(0, len(slices), self.batch_size):
+            masks.append(self._segment_batch(slices[start : start + self.batch_size]))
+            if self.on_slices is not None:
+                self.on_slices(min(start + self.batch_size, len(slices)), len(slices))
+        return np.concatenate(masks)
 
     def _segment_batch(self, slices: np.ndarray) -> np.ndarray:
         """The masks of ``slices`` in one forward pass."""
