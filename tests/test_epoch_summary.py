@@ -9,13 +9,12 @@ import logging
 import pytest
 import torch
 from ignite.engine import Engine, Events
-from tiny_bundle import TINY_TRAINING, phantom_dataset
+from tiny_bundle import train_tiny
 
 from pipeline import default_bundle_dir
 from pipeline.bundle_configs import bundle_parser
 from pipeline.commands import train
 from pipeline.handlers import EpochSummary
-from pipeline.workflow import run_bundle
 
 LOSSES = [1.0, 0.5, 0.25, 0.25]  # two iterations per epoch: means 0.75 and 0.25
 
@@ -117,16 +116,7 @@ def test_validation_slices_with_no_prediction_are_counted_in_the_epoch_line(capl
 
 
 def test_a_run_shorter_than_the_validation_interval_validates_its_last_epoch_and_names_its_model(tmp_path, capsys):
-    phantom_dataset(tmp_path, seed=3)
-    run_bundle(
-        default_bundle_dir(),
-        ["train.json"],
-        "train",
-        dataset_dir=str(tmp_path / "dataset"),
-        ckpt_dir=str(tmp_path / "models"),
-        output_dir=str(tmp_path / "training"),
-        **{**TINY_TRAINING, "val_interval": 2, "epochs": 1},
-    )
+    train_tiny(tmp_path, seed=3, val_interval=2, epochs=1)
     # The bundle's logging.conf sends the training log to stdout, as the user sees it.
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     (line,) = [line for line in lines if " - pipeline.training - INFO - " in line]

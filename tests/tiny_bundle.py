@@ -60,8 +60,9 @@ def phantom_dataset(root, seed: int, patients: int = 10):
     return root / "dataset"
 
 
-def train_tiny(root, seed: int) -> None:
-    """One epoch of the bundle's ``train.json`` with ``TINY_TRAINING`` on ``phantom_dataset(root, seed)``.
+def train_tiny(root, seed: int, **overrides) -> None:
+    """One epoch of the bundle's ``train.json`` with ``TINY_TRAINING`` (and ``overrides``) on
+    ``phantom_dataset(root, seed)``.
 
     Writes ``root/models`` (``model.pt``, ``model_config.json``, the latest checkpoint) and ``root/training``.
     """
@@ -76,5 +77,5 @@ def train_tiny(root, seed: int) -> None:
         dataset_dir=str(root / "dataset"),
         ckpt_dir=str(root / "models"),
         output_dir=str(root / "training"),
-        **TINY_TRAINING,
+        **{**TINY_TRAINING, **overrides},
     )
