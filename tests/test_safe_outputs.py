@@ -19,6 +19,7 @@ from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline.__main__ import main
 from pipeline.atomic import TEMPORARY_NAME
+from pipeline.dicom.pacs import SeriesInfo
 from pipeline.dicom.series import read_dicom_folder
 from pipeline.phantoms.dicom_series import write_phantom_series
 
@@ -233,3 +234,23 @@ def test_a_duplicate_sop_instance_uid_with_other_pixels_is_not_called_a_copy(tmp
     (series,), (failure,) = read_dicom_folder(tmp_path)
     assert "a copy" not in failure and "different pixel data" in failure
     assert failure.startswith(str(tmp_path / "zz_other.dcm"))
+
+
+def test_a_series_description_that_forges_an_error_line_is_printed_escaped_on_one_line(tmp_path, ckpt_dir, capsys):
+    paths = write_phantom_series(tmp_path / "in", patients=1, slices=3, size=128, seed=0)
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        dataset.SeriesDescription = "T1\nerror: forged\x00\x1b[2J" + "A" * 300
+        if path == paths[1]:
+            dataset.ImagePositionPatient = [0.0, 0.0, 500.0]  # a gap: the series is refused, naming itself
+        save(dataset, path)
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir, "--recursive") == 1
+    error = capsys.readouterr().err
+    assert "T1\\nerror: forged\\x00\\x1b[2J" in error and "inconsistent geometry" in error
+    assert not any(line.startswith("error: forged") for line in error.splitlines())
+    assert "\x00" not in error and "\x1b" not in error and "A" * 200 not in error
+
+
+def test_a_remote_series_label_holds_no_control_character():
+    series = SeriesInfo("1.2", "1.2.3\nerror: uid", "MR", "5\r\nerror: number", "T1\x00\x1b[2J\nerror: x", 3)
+    assert series.label == "series 5\\r\\nerror: number 'T1\\x00\\x1b[2J\\nerror: x' (1.2.3\\nerror: uid)"
