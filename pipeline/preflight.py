@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bundle_configs import bundle_parser
-from pipeline.data.datalist import DATALIST_NAME
+from pipeline.data.datalist import DATALIST_NAME, read_datalist
 from pipeline.user_errors import UserError
 
 MIB = 2**20
@@ -49,13 +49,15 @@ def check_output_folder(folder: str | os.PathLike, min_free_bytes: int) -> None:
         )
 
 
-def require_datalist(dataset_dir: str | os.PathLike) -> Path:
-    """``<dataset_dir>/datalist.json``; ``PreflightError`` saying how to write it when it is not there."""
+def require_datalist(dataset_dir: str | os.PathLike, lists: Sequence[str] = ()) -> Path:
+    """``<dataset_dir>/datalist.json``; ``PreflightError`` saying how to write it when it is not there, and
+    ``DatasetError`` when it cannot be read or one of ``lists`` is missing or malformed (``read_datalist``)."""
     path = Path(dataset_dir) / DATALIST_NAME
     if not path.is_file():
         raise PreflightError(
             f"{path}: not found; write it with `python -m pipeline prepare --src SLICES --out {dataset_dir}`"
         )
+    read_datalist(path, lists)
     return path
 
 

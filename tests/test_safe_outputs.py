@@ -254,3 +254,17 @@ def test_a_series_description_that_forges_an_error_line_is_printed_escaped_on_on
 def test_a_remote_series_label_holds_no_control_character():
     series = SeriesInfo("1.2", "1.2.3\nerror: uid", "MR", "5\r\nerror: number", "T1\x00\x1b[2J\nerror: x", 3)
     assert series.label == "series 5\\r\\nerror: number 'T1\\x00\\x1b[2J\\nerror: x' (1.2.3\\nerror: uid)"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize(
+    "content",
+    [b"{bad", b"\xff\xfe", b"[1, 2]", b'{"training": [{"image": "a.png"}], "validation": [], "test": [3]}'],
+)
+def test_a_damaged_datalist_is_one_error_line_before_any_work(tmp_path, capsys, command, content):
+    (tmp_path / "datalist.json").write_bytes(content)
+    arguments = [command, "--dataset-dir", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"), "--device", "cpu"]
+    assert main(arguments) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'datalist.json'}: ") and len(error.splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["datalist.json"]
