@@ -22,6 +22,7 @@ from pipeline.atomic import TEMPORARY_NAME
 from pipeline.dicom.pacs import SeriesInfo
 from pipeline.dicom.series import read_dicom_folder
 from pipeline.phantoms.dicom_series import write_phantom_series
+from pipeline.phantoms.slices import synthesize_dataset
 
 
 def _infer(source: Path, output: Path, ckpt_dir: Path, *options: str) -> int:
@@ -268,3 +269,20 @@ def test_a_damaged_datalist_is_one_error_line_before_any_work(tmp_path, capsys, 
     error = capsys.readouterr().err
     assert error.startswith(f"error: {tmp_path / 'datalist.json'}: ") and len(error.splitlines()) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["datalist.json"]
+
+
+@pytest.mark.parametrize("below", ["", "sub/folder"])
+@pytest.mark.parametrize("command", ["synth", "prepare"])
+def test_an_output_folder_with_a_file_in_its_place_is_one_error_line(tmp_path, capsys, command, below):
+    in_the_way = tmp_path / "meta.csv"
+    in_the_way.write_text("index,pid\n")
+    out = in_the_way / below if below else in_the_way
+    if command == "prepare":
+        synthesize_dataset(tmp_path / "mats", patients=3, slices_per_patient=1, size=128, seed=0)
+        options = ["--src", str(tmp_path / "mats"), "--val-fold", "1"]
+    else:
+        options = ["--patients", "1", "--slices", "1", "--size", "128"]
+    assert main([command, "--out", str(out), *options]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {out}: cannot write here (") and len(error.splitlines()) == 1
+    assert in_the_way.read_text() == "index,pid\n"
