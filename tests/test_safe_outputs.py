@@ -272,7 +272,7 @@ def test_a_damaged_datalist_is_one_error_line_before_any_work(tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("below", ["", "sub/folder"])
-@pytest.mark.parametrize("command", ["synth", "prepare"])
+@pytest.mark.parametrize("command", ["synth", "prepare", "download"])
 def test_an_output_folder_with_a_file_in_its_place_is_one_error_line(tmp_path, capsys, command, below):
     in_the_way = tmp_path / "meta.csv"
     in_the_way.write_text("index,pid\n")
@@ -280,6 +280,8 @@ def test_an_output_folder_with_a_file_in_its_place_is_one_error_line(tmp_path, c
     if command == "prepare":
         synthesize_dataset(tmp_path / "mats", patients=3, slices_per_patient=1, size=128, seed=0)
         options = ["--src", str(tmp_path / "mats"), "--val-fold", "1"]
+    elif command == "download":
+        options = ["--mirror", str(tmp_path)]
     else:
         options = ["--patients", "1", "--slices", "1", "--size", "128"]
     assert main([command, "--out", str(out), *options]) == 1
