@@ -288,3 +288,12 @@ def test_an_output_folder_with_a_file_in_its_place_is_one_error_line(tmp_path, c
     error = capsys.readouterr().err
     assert error.startswith(f"error: {out}: cannot write here (") and len(error.splitlines()) == 1
     assert in_the_way.read_text() == "index,pid\n"
+
+
+@pytest.mark.parametrize("content", [b"large_files: [\n  - path", b"\xff\xfe"])
+def test_a_damaged_large_files_yml_is_one_error_line(tmp_path, capsys, content):
+    (tmp_path / "large_files.yml").write_bytes(content)
+    assert main(["fetch-weights", "--bundle", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'large_files.yml'}: cannot be read as YAML (")
+    assert len(error.splitlines()) == 1
