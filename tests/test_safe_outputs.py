@@ -297,3 +297,15 @@ def test_a_damaged_large_files_yml_is_one_error_line(tmp_path, capsys, content):
     error = capsys.readouterr().err
     assert error.startswith(f"error: {tmp_path / 'large_files.yml'}: cannot be read as YAML (")
     assert len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_datalist_naming_a_named_pipe_is_refused_without_opening_it(tmp_path, capsys, command):
+    os.mkfifo(tmp_path / "pipe.png")
+    entry = {"image": "pipe.png", "label": "pipe.png"}
+    datalist = {"training": [entry], "validation": [entry], "test": [entry]}
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    arguments = [command, "--dataset-dir", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"), "--device", "cpu"]
+    assert main([*arguments, "--num_workers", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'pipe.png'}: not a regular file (a named pipe)")

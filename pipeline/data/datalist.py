@@ -17,6 +17,7 @@ from pipeline.data.errors import DatasetError
 from pipeline.data.sources import UNKNOWN_TUMOR_TYPE, UNKNOWN_TUMOR_TYPE_NAME, SliceRecord
 from pipeline.data.split import SET_NAMES
 from pipeline.data.tumor_types import TUMOR_TYPES, tumor_type_name
+from pipeline.inference.discovery import not_a_regular_file
 
 DATALIST_NAME = "datalist.json"
 LABELS = {"0": "background", "1": "tumour"}
@@ -71,7 +72,8 @@ def write_datalist(datalist: Mapping[str, Any], path: Path) -> None:
 
 def read_datalist(path: Path, lists: Sequence[str] = ()) -> dict[str, Any]:
     """The datalist at ``path``; ``DatasetError`` in one line when it is no JSON object, or one of ``lists`` is
-    missing or holds an entry without ``image`` and ``label`` paths."""
+    missing or holds an entry without ``image`` and ``label`` paths, or one naming a device file, a named pipe, a
+    socket or a folder (which a reader could block on or read forever)."""
     try:
         datalist = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -86,6 +88,10 @@ def read_datalist(path: Path, lists: Sequence[str] = ()) -> dict[str, Any]:
         for number, entry in enumerate(entries, start=1):
             if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) for key in ("image", "label")):
                 raise DatasetError([f"{path}: entry {number} of the '{name}' list has no image and label paths"])
+            for key in ("image", "label"):
+                file = Path(path).parent / entry[key]  # relative paths are relative to the dataset folder
+                if os.path.lexists(file) and (kind := not_a_regular_file(file)):
+                    raise DatasetError([f"{file}: not a regular file ({kind}), named by {path}; it is not opened"])
     return datalist
 
 
