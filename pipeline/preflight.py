@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.bundle_configs import bundle_parser
-from pipeline.data.datalist import DATALIST_NAME
+from pipeline.data.datalist import DATALIST_NAME, read_datalist
 from pipeline.user_errors import UserError
 
 MIB = 2**20
@@ -25,15 +25,20 @@ class PreflightError(UserError, RuntimeError):
     """An output folder or a dataset that cannot be used; the message names it and says what to do."""
 
 
-def check_output_folder(folder: str | os.PathLike, min_free_bytes: int) -> None:
+def check_output_folder(folder: str | os.PathLike, min_free_bytes: int, create: bool = True) -> None:
     """Create ``folder`` if needed, prove it writable with a probe file, and require ``min_free_bytes`` free.
 
-    Raises ``PreflightError`` naming the folder when it cannot be created or written, or has too little room.
+    With ``create=False`` nothing is left behind: the probe goes to ``folder`` or, while it does not exist yet, to
+    the nearest folder above it, for a command that may still refuse its inputs before it writes. Raises
+    ``PreflightError`` naming the folder when it cannot be created or written (a file in its place or above it
+    included), or has too little room.
     """
     folder = Path(folder)
+    probed = folder if create else _nearest_existing(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=probed)
         try:
             os.write(handle, b"probe")
             os.fsync(handle)
@@ -42,20 +47,29 @@ def check_output_folder(folder: str | os.PathLike, min_free_bytes: int) -> None:
             os.unlink(probe)
     except OSError as error:
         raise PreflightError(f"{folder}: cannot write here ({error.strerror or error})") from None
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(probed).free
     if free < min_free_bytes:
         raise PreflightError(
             f"{folder}: only {free / MIB:.0f} MiB free, at least {min_free_bytes / MIB:.0f} MiB needed"
         )
 
 
-def require_datalist(dataset_dir: str | os.PathLike) -> Path:
-    """``<dataset_dir>/datalist.json``; ``PreflightError`` saying how to write it when it is not there."""
+def _nearest_existing(folder: Path) -> Path:
+    """``folder`` or the nearest path above it that exists (a file, if one stands in the way)."""
+    while not os.path.lexists(folder) and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def require_datalist(dataset_dir: str | os.PathLike, lists: Sequence[str] = ()) -> Path:
+    """``<dataset_dir>/datalist.json``; ``PreflightError`` saying how to write it when it is not there, and
+    ``DatasetError`` when it cannot be read or one of ``lists`` is missing or malformed (``read_datalist``)."""
     path = Path(dataset_dir) / DATALIST_NAME
     if not path.is_file():
         raise PreflightError(
             f"{path}: not found; write it with `python -m pipeline prepare --src SLICES --out {dataset_dir}`"
         )
+    read_datalist(path, lists)
     return path
 
 

@@ -26,7 +26,7 @@ from pipeline.__main__ import main
 from pipeline.inference.predictor import BundlePredictor
 from pipeline.inference.slice_segmenter import SliceSegmenter
 from pipeline.node.config import load_node_config
-from pipeline.node.journal import FAILED, SENT, read_journal
+from pipeline.node.journal import FAILED, SENT, Journal, read_journal
 from pipeline.node.scp import NodeListenError
 from pipeline.node.service import DicomNode
 from pipeline.node.status import status_report
@@ -400,3 +400,16 @@ def test_a_yaml_config_gives_the_same_settings_as_json(tmp_path):
     assert str(config.destination("MRI3T")) == "ARCHIVE@archive.example.org:104"
     assert config.sop_classes == (MRImageStorage,) and config.series_description.search("T1 post")
     assert config.model_overrides == {"folds": [1], "device": "$torch.device('cpu')"}
+
+
+def test_status_prints_a_hostile_series_uid_escaped_on_its_own_line(tmp_path, capsys):
+    path = write_config(tmp_path, 11112, 4242)
+    journal = Journal(load_node_config(path).work_dir)
+    journal.add_instance("1.2.3", "1.2\nqueue: forged", "1.2.9", PACS_AET, "spool/x", "spool/x/1.2.3.dcm")
+    journal.instance_event("rejected", "9.9\x1b[2J\ndone: forged", None, PACS_AET, "no pixel data")
+    journal.close()
+    assert main(["serve", "--config", str(path), "--status"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith(("queue: forged", "done: forged")) for line in lines)
+    assert "  receiving 1.2\\nqueue: forged from PACS (1 instances)" in lines
+    assert any("instance 9.9\\x1b[2J\\ndone: forged from" in line for line in lines)

@@ -566,3 +566,13 @@ def test_fold_options_without_a_fold_source_or_a_fold_choice_are_refused(tmp_pat
     assert run_prepare("--src", src, "--out", tmp_path / "b", "--folds", "meta") == 1
     assert "without --val-fold or --test-fold" in capsys.readouterr().err
     assert not (tmp_path / "a" / DATALIST).exists() and not (tmp_path / "b" / DATALIST).exists()
+
+
+def test_a_dataset_folder_that_is_one_of_the_source_folders_keeps_its_slices(phantom_mats, tmp_path):
+    for index in range(1, 21):
+        folder = tmp_path / "src" / ("brainTumorDataPublic_1" if index <= 10 else "brainTumorDataPublic_2")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(phantom_mats / f"{index}.mat", folder / f"{index}.mat")
+    out = tmp_path / "src" / "brainTumorDataPublic_1"
+    assert run_prepare("--src", tmp_path / "src", "--out", out, *ALL_TRAINING) == 0
+    assert len(load_datalist(out)["training"]) == 20

@@ -19,8 +19,10 @@ from tiny_bundle import THRESHOLD_NETWORK
 
 from pipeline.__main__ import main
 from pipeline.atomic import TEMPORARY_NAME
+from pipeline.dicom.pacs import SeriesInfo
 from pipeline.dicom.series import read_dicom_folder
 from pipeline.phantoms.dicom_series import write_phantom_series
+from pipeline.phantoms.slices import synthesize_dataset
 
 
 def _infer(source: Path, output: Path, ckpt_dir: Path, *options: str) -> int:
@@ -233,3 +235,77 @@ def test_a_duplicate_sop_instance_uid_with_other_pixels_is_not_called_a_copy(tmp
     (series,), (failure,) = read_dicom_folder(tmp_path)
     assert "a copy" not in failure and "different pixel data" in failure
     assert failure.startswith(str(tmp_path / "zz_other.dcm"))
+
+
+def test_a_series_description_that_forges_an_error_line_is_printed_escaped_on_one_line(tmp_path, ckpt_dir, capsys):
+    paths = write_phantom_series(tmp_path / "in", patients=1, slices=3, size=128, seed=0)
+    for path in paths:
+        dataset = pydicom.dcmread(path)
+        dataset.SeriesDescription = "T1\nerror: forged\x00\x1b[2J" + "A" * 300
+        if path == paths[1]:
+            dataset.ImagePositionPatient = [0.0, 0.0, 500.0]  # a gap: the series is refused, naming itself
+        save(dataset, path)
+    assert _infer(tmp_path / "in", tmp_path / "out", ckpt_dir, "--recursive") == 1
+    error = capsys.readouterr().err
+    assert "T1\\nerror: forged\\x00\\x1b[2J" in error and "inconsistent geometry" in error
+    assert not any(line.startswith("error: forged") for line in error.splitlines())
+    assert "\x00" not in error and "\x1b" not in error and "A" * 200 not in error
+
+
+def test_a_remote_series_label_holds_no_control_character():
+    series = SeriesInfo("1.2", "1.2.3\nerror: uid", "MR", "5\r\nerror: number", "T1\x00\x1b[2J\nerror: x", 3)
+    assert series.label == "series 5\\r\\nerror: number 'T1\\x00\\x1b[2J\\nerror: x' (1.2.3\\nerror: uid)"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize(
+    "content",
+    [b"{bad", b"\xff\xfe", b"[1, 2]", b'{"training": [{"image": "a.png"}], "validation": [], "test": [3]}'],
+)
+def test_a_damaged_datalist_is_one_error_line_before_any_work(tmp_path, capsys, command, content):
+    (tmp_path / "datalist.json").write_bytes(content)
+    arguments = [command, "--dataset-dir", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"), "--device", "cpu"]
+    assert main(arguments) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'datalist.json'}: ") and len(error.splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["datalist.json"]
+
+
+@pytest.mark.parametrize("below", ["", "sub/folder"])
+@pytest.mark.parametrize("command", ["synth", "prepare", "download"])
+def test_an_output_folder_with_a_file_in_its_place_is_one_error_line(tmp_path, capsys, command, below):
+    in_the_way = tmp_path / "meta.csv"
+    in_the_way.write_text("index,pid\n")
+    out = in_the_way / below if below else in_the_way
+    if command == "prepare":
+        synthesize_dataset(tmp_path / "mats", patients=3, slices_per_patient=1, size=128, seed=0)
+        options = ["--src", str(tmp_path / "mats"), "--val-fold", "1"]
+    elif command == "download":
+        options = ["--mirror", str(tmp_path)]
+    else:
+        options = ["--patients", "1", "--slices", "1", "--size", "128"]
+    assert main([command, "--out", str(out), *options]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {out}: cannot write here (") and len(error.splitlines()) == 1
+    assert in_the_way.read_text() == "index,pid\n"
+
+
+@pytest.mark.parametrize("content", [b"large_files: [\n  - path", b"\xff\xfe"])
+def test_a_damaged_large_files_yml_is_one_error_line(tmp_path, capsys, content):
+    (tmp_path / "large_files.yml").write_bytes(content)
+    assert main(["fetch-weights", "--bundle", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'large_files.yml'}: cannot be read as YAML (")
+    assert len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_datalist_naming_a_named_pipe_is_refused_without_opening_it(tmp_path, capsys, command):
+    os.mkfifo(tmp_path / "pipe.png")
+    entry = {"image": "pipe.png", "label": "pipe.png"}
+    datalist = {"training": [entry], "validation": [entry], "test": [entry]}
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    arguments = [command, "--dataset-dir", str(tmp_path), "--ckpt_dir", str(tmp_path / "models"), "--device", "cpu"]
+    assert main([*arguments, "--num_workers", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'pipe.png'}: not a regular file (a named pipe)")

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace, output: Path) -> tuple[PacsNode, list[SeriesInfo]]:
     """The server and the MR series of the query; ``UserError`` when there are none, or ``output`` holds files."""
     from pipeline.dicom.pacs import PacsNode, echo, find_series
+    from pipeline.outputs import one_line
     from pipeline.preflight import refuse_non_empty_folder
 
     if not args.overwrite:
@@ -117,7 +118,7 @@ def _query(args: argparse.Namespace, output: Path) -> tuple[PacsNode, list[Serie
     wanted = [series for series in found if series.modality == SEGMENTED_MODALITY]
     for series in found:
         if series.modality != SEGMENTED_MODALITY:
-            print(f"skipped {series.label}: modality {series.modality or 'unknown'}, the model segments MR")
+            print(f"skipped {series.label}: modality {one_line(series.modality) or 'unknown'}, the model segments MR")
     if not wanted:
         raise UserError(f"{node}: none of the {len(found)} series found is an MR series; nothing to segment")
     return node, wanted

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Find, retrieve, segment and store; 1 when any series failed."""
     from pipeline.dicom.dicomweb import connect, find_series, read_credentials
     from pipeline.inference.predictor import BundlePredictor
+    from pipeline.outputs import one_line
     from pipeline.outputs.lock import output_folder_lock
     from pipeline.preflight import INFER_MIN_FREE_BYTES, check_output_folder, refuse_non_empty_folder
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     wanted = [series for series in found if series.modality == SEGMENTED_MODALITY]
     for series in found:
         if series.modality != SEGMENTED_MODALITY:
-            print(f"skipped {series.label}: modality {series.modality or 'unknown'}, the model segments MR")
+            print(f"skipped {series.label}: modality {one_line(series.modality) or 'unknown'}, the model segments MR")
     if not wanted:
         raise UserError(f"{server}: none of the {len(found)} series found is an MR series; nothing to segment")
     with output_folder_lock(output):

@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     """Download, then prepare, and print the summary."""
     from pipeline.data.download import download_figshare
     from pipeline.data.prepare import prepare_dataset
+    from pipeline.preflight import check_output_folder
 
+    check_output_folder(args.out, 0)
     downloads = Path(args.out) / DOWNLOAD_DIR
     download_figshare(downloads, args.mirror, progress=sys.stderr.isatty())
     datalist = prepare_dataset(

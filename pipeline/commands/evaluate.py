@@ -40,12 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation workflow and print the summary per tumour type."""
+    from pipeline.data.datalist import read_datalist
     from pipeline.preflight import require_datalist
     from pipeline.workflow import run_bundle
 
     datalist_path = require_datalist(args.dataset_dir)
-    if not json.loads(datalist_path.read_text()).get(args.split):
+    if not read_datalist(datalist_path).get(args.split):
         raise UserError(f"{datalist_path}: the '{args.split}' list is empty; choose another with --split")
+    read_datalist(datalist_path, [args.split])
     workflow = run_bundle(
         args.bundle,
         ["train.json", "evaluate.json"],

@@ -45,9 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Prepare the dataset and print its summary; every problem found ends the command with exit code 1."""
+    """Prepare the dataset and print its summary; an output folder that cannot be written and every problem found
+    end the command with exit code 1."""
     from pipeline.data.prepare import prepare_dataset
+    from pipeline.preflight import check_output_folder
 
+    check_output_folder(args.out, 0, create=False)
     datalist = prepare_dataset(
         args.src,
         args.out,

@@ -53,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Write the phantom dataset and print a one-line summary."""
     from pipeline.phantoms.slices import phantom_cohort, synthesize_dataset
+    from pipeline.preflight import check_output_folder
 
     for flag, value, least in (
         ("--patients", args.patients, 1),
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value < least:
             raise UserError(f"{flag} must be at least {least}, got {value}")
+    check_output_folder(args.out, 0)
     counts = Counter(patient.tumor_type for patient in phantom_cohort(args.patients, args.seed))
     per_type = ", ".join(f"{counts[code]} {name}" for code, name in TUMOR_TYPES.items())
     if args.format == "dicom":

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["iteration_log"] = True
     overrides.update(init_overrides(args.bundle, args.init_from, args.init_fold))
     require_recipe(args.bundle, args.recipe)
-    require_datalist(args.dataset_dir)
+    require_datalist(args.dataset_dir, ["training", "validation"])
     check_bundle_overrides(args.bundle, train_configs(args.recipe), overrides)
     _preflight(args, overrides)
     if args.gpus > 1 and world_size() == 1:

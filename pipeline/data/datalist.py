@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import write_text_atomic
+from pipeline.data.errors import DatasetError
 from pipeline.data.sources import UNKNOWN_TUMOR_TYPE, UNKNOWN_TUMOR_TYPE_NAME, SliceRecord
 from pipeline.data.split import SET_NAMES
 from pipeline.data.tumor_types import TUMOR_TYPES, tumor_type_name
+from pipeline.inference.discovery import not_a_regular_file
 
 DATALIST_NAME = "datalist.json"
 LABELS = {"0": "background", "1": "tumour"}
@@ -66,6 +68,31 @@ def build_datalist(
 def write_datalist(datalist: Mapping[str, Any], path: Path) -> None:
     """Write the datalist as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(datalist, indent=2) + "\n")
+
+
+def read_datalist(path: Path, lists: Sequence[str] = ()) -> dict[str, Any]:
+    """The datalist at ``path``; ``DatasetError`` in one line when it is no JSON object, or one of ``lists`` is
+    missing or holds an entry without ``image`` and ``label`` paths, or one naming a device file, a named pipe, a
+    socket or a folder (which a reader could block on or read forever)."""
+    try:
+        datalist = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise DatasetError([f"{path}: cannot be read as a datalist ({reason}); write it with `prepare`"]) from None
+    if not isinstance(datalist, dict):
+        raise DatasetError([f"{path}: not a datalist: expected a JSON object holding the lists {', '.join(SET_NAMES)}"])
+    for name in lists:
+        entries = datalist.get(name)
+        if not isinstance(entries, list):
+            raise DatasetError([f"{path}: no '{name}' list"])
+        for number, entry in enumerate(entries, start=1):
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(key), str) for key in ("image", "label")):
+                raise DatasetError([f"{path}: entry {number} of the '{name}' list has no image and label paths"])
+            for key in ("image", "label"):
+                file = Path(path).parent / entry[key]  # relative paths are relative to the dataset folder
+                if os.path.lexists(file) and (kind := not_a_regular_file(file)):
+                    raise DatasetError([f"{file}: not a regular file ({kind}), named by {path}; it is not opened"])
+    return datalist
 
 
 def count_sets(lists: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:

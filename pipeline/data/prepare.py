@@ -68,8 +68,8 @@ def prepare_dataset(
     if folds is not None and not use_folds:
         raise DatasetError(["folds given without --val-fold or --test-fold: say which fold is validation and/or test"])
 
+    # The folders prepare writes, never read as source data; the dataset folder itself may be one of the source's.
     outputs = (
-        dataset_dir,
         dataset_dir / RAW_DIR,
         dataset_dir / NIFTI_IMAGE_DIR.parent,
         dataset_dir / BINARIZED_MASK_DIR,

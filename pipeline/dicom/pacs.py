@@ -34,6 +34,7 @@ from pynetdicom.status import (
 )
 
 from pipeline.atomic import atomic_path
+from pipeline.outputs import one_line
 from pipeline.user_errors import UserError
 
 # The SOP classes a C-GET accepts back on its own association: the images the model segments, and SEGs.
@@ -82,7 +83,8 @@ class SeriesInfo:
     @property
     def label(self) -> str:
         """For messages: ``series <number> '<description>' (<uid>)``."""
-        return f"series {self.series_number or '?'} '{self.description}' ({self.series_uid})"
+        number, description = one_line(self.series_number), one_line(self.description)
+        return f"series {number or '?'} '{description}' ({one_line(self.series_uid)})"
 
 
 def status_text(code: int, service_statuses: dict[int, tuple[str, str]]) -> str:

@@ -31,6 +31,7 @@ from pydicom.uid import (
 )
 
 from pipeline.data.pixel_budget import OversizedScanError, refuse_oversized_scan
+from pipeline.outputs import one_line
 from pipeline.user_errors import UserError
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files beside it, not an instance
@@ -378,10 +379,10 @@ def _label(uid: str, frames: list[_Frame]) -> str:
     description = str(first.get("SeriesDescription", "") or "")
     text = f"{_folder([frame.file for frame in frames])} series"
     if number is not None and str(number) != "":
-        text += f" {number}"
+        text += f" {one_line(number)}"
     if description:
-        text += f" '{description}'"
-    return f"{text} ({uid})"
+        text += f" '{one_line(description)}'"
+    return f"{text} ({one_line(uid)})"
 
 
 def _frame_names(frames: list[_Frame]) -> str:

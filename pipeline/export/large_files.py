@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from monai.apps.utils import HashCheckError, check_hash, download_url
 from monai.bundle import ConfigParser
 
@@ -27,9 +28,14 @@ HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
 
 
 def read_large_files(bundle_dir: Path) -> list[dict[str, str]]:
-    """The entries of ``bundle_dir/large_files.yml``, each checked to hold a relative path, a URL and a hash."""
+    """The entries of ``bundle_dir/large_files.yml``, each checked to hold a relative path, a URL and a hash;
+    ``BundleExportError`` in one line for a file that is not readable YAML or an entry that is not so."""
     path = bundle_dir / LARGE_FILES
-    content = ConfigParser.load_config_file(str(path))
+    try:
+        content = ConfigParser.load_config_file(str(path))
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        raise BundleExportError(f"{path}: cannot be read as YAML ({reason})") from None
     entries = content.get("large_files") if isinstance(content, dict) else None
     if not isinstance(entries, list):
         raise BundleExportError(f"{path}: expected a 'large_files' list of {{{', '.join(ENTRY_KEYS)}}} entries")

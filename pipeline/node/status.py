@@ -6,6 +6,7 @@ import datetime
 
 from pipeline.node.config import NodeConfig
 from pipeline.node.journal import COMPLETE, FAILED, RECEIVING, SEGMENTED, SENT, read_journal
+from pipeline.outputs import one_line
 from pipeline.outputs.lock import lock_holder
 
 
@@ -21,12 +22,12 @@ def status_report(config: NodeConfig, failures: int = 10) -> tuple[bool, list[st
     ]
     for entry in pending:
         retry = f", try {entry.attempts + 1} at {_time(entry.next_send)}: {entry.reason}" if entry.attempts else ""
-        what = f"{entry.series_uid} from {entry.calling_aet} ({entry.instances} instances)"
+        what = f"{one_line(entry.series_uid)} from {entry.calling_aet} ({entry.instances} instances)"
         lines.append(f"  {entry.state} {what}{retry}")
     if recent:
         lines.append(f"last {len(recent)} failures:")
         for event in recent:
-            what = f"instance {event.sop_uid}" if event.sop_uid else f"series {event.series_uid}"
+            what = f"instance {one_line(event.sop_uid)}" if event.sop_uid else f"series {one_line(event.series_uid)}"
             lines.append(f"  {_time(event.time)} {what} from {event.calling_aet or '?'}: {event.kind}: {event.detail}")
     return holder is not None, lines
 
