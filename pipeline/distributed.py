@@ -23,6 +23,11 @@ from pipeline.atomic import write_text_atomic
 MULTI_GPU_TRAIN_CONFIG = "multi_gpu_train.json"
 
 
+def process_rank() -> int:
+    """This process's rank in a ``torch.distributed.run`` job, 0 outside one."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def world_size() -> int:
     """The number of processes of the current ``torch.distributed.run`` job, 1 outside one."""
     return int(os.environ.get("WORLD_SIZE", "1"))

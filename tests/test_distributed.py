@@ -91,3 +91,23 @@ def test_launch_runs_the_pipeline_command_in_the_requested_number_of_workers():
 def test_workers_run_the_command_line_without_the_launch_option():
     argv = ["train", "--gpus", "2", "--dataset-dir", "data", "--gpus=4", "--epochs", "5"]
     assert worker_argv(argv) == ["train", "--dataset-dir", "data", "--epochs", "5"]
+
+
+def test_a_rank_other_than_zero_neither_writes_the_model_definition_nor_removes_rank_zero_s_temporaries(
+    tmp_path, monkeypatch
+):
+    from pipeline.atomic import TEMPORARY_PREFIX
+    from pipeline.checkpoints import guard_earlier_run, write_model_config
+    from pipeline.networks import UNet2D
+
+    in_flight = tmp_path / f"{TEMPORARY_PREFIX}abcdefgh~model_config.json"  # rank 0 still writing
+    in_flight.write_text("{")
+    network = UNet2D(in_channels=1, out_channels=2, features=[4, 8, 16, 32, 64])
+    monkeypatch.setenv("RANK", "1")
+    guard_earlier_run(tmp_path)
+    path = write_model_config(tmp_path, "pipeline.networks.UNet2D", network, 64, [0.5, 99.5])
+    assert in_flight.exists() and not path.exists()
+    monkeypatch.setenv("RANK", "0")
+    guard_earlier_run(tmp_path)
+    write_model_config(tmp_path, "pipeline.networks.UNet2D", network, 64, [0.5, 99.5])
+    assert not in_flight.exists() and path.is_file()

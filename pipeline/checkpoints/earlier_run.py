@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.atomic import remove_stale_temporaries
 from pipeline.checkpoints.resume import latest_checkpoints
+from pipeline.distributed import process_rank
 from pipeline.user_errors import UserError
 
 BEST_CHECKPOINT = "model.pt"
@@ -39,7 +40,7 @@ def guard_earlier_run(ckpt_dir: str | os.PathLike, resume: bool = False, overwri
         for stale in earlier:
             stale.unlink(missing_ok=True)  # every rank of a multi-GPU run clears the same folder
     if overwrite or resume:
-        remove_stale_temporaries(ckpt_dir)
+        remove_stale_temporaries_of_rank_zero(ckpt_dir)
         return
     if earlier:
         raise EarlierRunError(
@@ -52,4 +53,11 @@ def guard_earlier_run(ckpt_dir: str | os.PathLike, resume: bool = False, overwri
             f"{ckpt_dir}: holds a trained {BEST_CHECKPOINT} (in a fresh clone, the released model); pass --ckpt-dir "
             "to train into another folder, or --overwrite to replace it (with `monai.bundle run`: --overwrite True)"
         )
-    remove_stale_temporaries(ckpt_dir)
+    remove_stale_temporaries_of_rank_zero(ckpt_dir)
+
+
+def remove_stale_temporaries_of_rank_zero(ckpt_dir: Path) -> None:
+    """Remove what a killed run left half-written in ``ckpt_dir``, in rank 0 only: rank 0 writes every file there,
+    and another rank starting later would remove a temporary rank 0 is still writing."""
+    if process_rank() == 0:
+        remove_stale_temporaries(ckpt_dir)

@@ -19,6 +19,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from pipeline.atomic import write_text_atomic
+from pipeline.distributed import process_rank
 from pipeline.user_errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def write_model_config(
     write it: ``network_target`` is ``network_def``'s ``_target_`` as the config spells it (``%network_def#_target_``),
     ``network`` the network built from ``network_def``, whose ``arguments`` are the values it was built with (a
     config cannot hand its raw ``network_def`` to a function: MONAI builds every block holding a ``_target_``).
-    A network that does not record its arguments gets no definition, and a warning says so.
+    A network that does not record its arguments gets no definition, and a warning says so. In a multi-process
+    run every rank builds the same network and only rank 0 writes the file.
     """
     arguments = getattr(network, "arguments", None)
     if not isinstance(arguments, Mapping):
@@ -59,6 +61,8 @@ def write_model_config(
         return None
     definition = ({"_target_": network_target, **arguments}, image_size, list(intensity_percentiles))
     path = Path(ckpt_dir) / MODEL_CONFIG_FILE
+    if process_rank() != 0:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(dict(zip(DEFINING_KEYS, definition, strict=True)), indent=4) + "\n")
     return path
