@@ -216,7 +216,7 @@ def test_infer_on_one_dicom_file_writes_a_seg_of_one_frame_and_a_nifti_copy_on_r
 
 
 def test_infer_on_a_folder_of_unusable_dicom_is_one_error_naming_each_file_and_writes_nothing(
-    phantom_folder, tmp_path, capsys
+    phantom_folder, tmp_path, capsys, recwarn, caplog
 ):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -227,6 +227,9 @@ def test_infer_on_a_folder_of_unusable_dicom_is_one_error_naming_each_file_and_w
     assert error[0].startswith(f"error: {folder}: nothing to segment")
     assert error[1].startswith(f"  {broken}: missing pixel data") and error[2].startswith(f"  {folder / '2.dcm'}: ")
     assert not (tmp_path / "out").exists()
+    # pydicom's parser says nothing of its own before the error line: no warning, no log line
+    assert not [warning for warning in recwarn if "pydicom" in warning.filename]
+    assert not [record for record in caplog.records if record.name.startswith("pydicom")]
 
 
 def test_infer_on_a_dicom_export_tree_asks_for_recursive_and_then_segments_every_series(

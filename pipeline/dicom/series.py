@@ -9,7 +9,9 @@ storage) and enhanced multi-frame instances (per-frame and shared functional gro
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,7 +212,22 @@ def check_instance(dataset: Dataset) -> None:
 
 
 def _read_dataset(file: Path) -> Dataset | None:
-    """The dataset in ``file`` (``None`` for a DICOMDIR); ``_Unusable`` when it is not DICOM or not readable."""
+    """The dataset in ``file`` (``None`` for a DICOMDIR); ``_Unusable`` when it is not DICOM or not readable.
+
+    pydicom's own parser warnings are kept quiet: a file it cannot use is named with its reason by the caller, in
+    the run's one error line or record, instead of a warning and a log line of pydicom's before it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        parser_log = logging.getLogger("pydicom")
+        level = parser_log.level
+        parser_log.setLevel(logging.ERROR)
+        try:
+            return _parse_dataset(file)
+        finally:
+            parser_log.setLevel(level)
+
+
+def _parse_dataset(file: Path) -> Dataset | None:
     try:
         dataset = pydicom.dcmread(file)
     except InvalidDicomError:
