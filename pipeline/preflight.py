@@ -73,6 +73,27 @@ def require_datalist(dataset_dir: str | os.PathLike, lists: Sequence[str] = ()) 
     return path
 
 
+def refuse_output_among_inputs(
+    folders: Sequence[str | os.PathLike], datalist_path: str | os.PathLike, lists: Sequence[str]
+) -> None:
+    """Raise ``PreflightError`` when one of the output ``folders`` is a folder holding images or labels that the
+    ``lists`` of the datalist name: what a run writes there would mix with the slices (a user file of the same name
+    replaced), and a later ``prepare`` or ``infer`` would take it for a slice."""
+    datalist_path = Path(datalist_path)
+    datalist = read_datalist(datalist_path, lists)
+    input_folders = {
+        (datalist_path.parent / entry[key]).resolve().parent
+        for name in lists
+        for entry in datalist[name]
+        for key in ("image", "label")
+    }
+    for folder in folders:
+        if Path(folder).resolve() in input_folders:
+            raise PreflightError(
+                f"{folder}: holds the dataset's slices ({datalist_path}); choose a folder outside them for the outputs"
+            )
+
+
 def refuse_non_empty_folder(folder: str | os.PathLike, what: str) -> None:
     """Raise ``PreflightError`` when ``folder`` holds anything; ``what`` names the outputs it would receive."""
     from pipeline.outputs.lock import LOCK_NAME

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from PIL import Image
 from test_dicom_series import axial_stack, save
-from tiny_bundle import THRESHOLD_NETWORK
+from tiny_bundle import THRESHOLD_NETWORK, phantom_dataset
 
 from pipeline.__main__ import main
 from pipeline.atomic import TEMPORARY_NAME
@@ -309,3 +309,21 @@ def test_a_datalist_naming_a_named_pipe_is_refused_without_opening_it(tmp_path, 
     assert main([*arguments, "--num_workers", "0"]) == 1
     error = capsys.readouterr().err
     assert error.startswith(f"error: {tmp_path / 'pipe.png'}: not a regular file (a named pipe)")
+
+
+@pytest.mark.parametrize("command, split", [("train", "training"), ("evaluate", "test")])
+def test_an_output_folder_holding_the_dataset_s_slices_is_refused_before_anything_is_written(
+    tmp_path, capsys, command, split
+):
+    dataset = phantom_dataset(tmp_path, seed=0)
+    entry = json.loads((dataset / "datalist.json").read_text())[split][0]
+    slices = (dataset / entry["image"]).resolve().parent
+    before = sorted(slices.iterdir())
+    arguments = [command, "--dataset-dir", str(dataset), "--ckpt_dir", str(tmp_path / "models")]
+    assert main([*arguments, "--output_dir", str(slices), "--device", "cpu"]) == 1
+    error = capsys.readouterr().err
+    assert (
+        error == f"error: {slices}: holds the dataset's slices ({dataset / 'datalist.json'}); choose a folder "
+        "outside them for the outputs\n"
+    )
+    assert sorted(slices.iterdir()) == before and not (tmp_path / "models").exists()

@@ -41,25 +41,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation workflow and print the summary per tumour type."""
     from pipeline.data.datalist import read_datalist
-    from pipeline.preflight import require_datalist
+    from pipeline.preflight import bundle_config_values, refuse_output_among_inputs, require_datalist
     from pipeline.workflow import run_bundle
 
     datalist_path = require_datalist(args.dataset_dir)
     if not read_datalist(datalist_path).get(args.split):
         raise UserError(f"{datalist_path}: the '{args.split}' list is empty; choose another with --split")
-    read_datalist(datalist_path, [args.split])
-    workflow = run_bundle(
-        args.bundle,
-        ["train.json", "evaluate.json"],
-        "eval",
-        dataset_dir=str(args.dataset_dir.resolve()),
-        eval_split=args.split,
+    overrides = {
+        "dataset_dir": str(args.dataset_dir.resolve()),
+        "eval_split": args.split,
         **folds_override(args.folds),
         **strict_weights_override(args.strict_weights),
         **device_override(args.device),
         **quiet_override(args.quiet),
         **parse_overrides(args.overrides),
-    )
+    }
+    configs = ["train.json", "evaluate.json"]
+    output_dir = bundle_config_values(args.bundle, configs, ["output_dir"], overrides)["output_dir"]
+    refuse_output_among_inputs([output_dir], datalist_path, [args.split])
+    workflow = run_bundle(args.bundle, configs, "eval", **overrides)
     output_dir = Path(workflow.parser.get_parsed_content("output_dir"))
     summary = json.loads((output_dir / "summary.json").read_text())
     print(format_summary(summary))

@@ -127,9 +127,16 @@ def require_recipe(bundle: str | Path, recipe: str | None) -> None:
 
 def _preflight(args: argparse.Namespace, overrides: dict) -> None:
     from pipeline.checkpoints import guard_earlier_run
-    from pipeline.preflight import TRAIN_MIN_FREE_BYTES, bundle_config_values, check_output_folder
+    from pipeline.preflight import (
+        TRAIN_MIN_FREE_BYTES,
+        bundle_config_values,
+        check_output_folder,
+        refuse_output_among_inputs,
+        require_datalist,
+    )
 
     folders = bundle_config_values(args.bundle, train_configs(args.recipe), ("ckpt_dir", "output_dir"), overrides)
+    refuse_output_among_inputs(folders.values(), require_datalist(args.dataset_dir), ["training", "validation"])
     for folder in (folders["ckpt_dir"], folders["output_dir"]):
         check_output_folder(folder, TRAIN_MIN_FREE_BYTES)
     # train.json checks again as it starts; checking here refuses before the datasets are cached.
