@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -121,3 +122,21 @@ def test_download_command_refuses_files_that_differ_from_the_published_ones(mirr
     err = capsys.readouterr().err
     assert f"{FIGSHARE_FILES[0].name}: md5 checksum mismatch, expected {FIGSHARE_FILES[0].md5}" in err
     assert not (out / "datalist.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device", "folder"])
+def test_a_mirror_entry_that_is_no_regular_file_is_refused_before_reading(tmp_path, kind):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    remote = FIGSHARE_FILES[-1]
+    entry = mirror / remote.name
+    if kind == "pipe":
+        os.mkfifo(tmp_path / "fifo")
+        entry.symlink_to(tmp_path / "fifo")
+    elif kind == "device":
+        entry.symlink_to("/dev/zero")
+    else:
+        entry.mkdir()
+    with pytest.raises(DownloadError, match=f"^{entry}: not a regular file"):
+        fetch_files([remote], tmp_path / "out", mirror, progress=False)
+    assert not any((tmp_path / "out").iterdir())

@@ -576,3 +576,50 @@ def test_a_dataset_folder_that_is_one_of_the_source_folders_keeps_its_slices(pha
     out = tmp_path / "src" / "brainTumorDataPublic_1"
     assert run_prepare("--src", tmp_path / "src", "--out", out, *ALL_TRAINING) == 0
     assert len(load_datalist(out)["training"]) == 20
+
+
+def _grey_mask_source(src: Path) -> bytes:
+    """PNG pairs 1-3 under ``src``, slice 2 with a grey (resampled) mask; return that mask's bytes."""
+    write_png_pairs(src, (1, 2, 3))
+    grey = np.zeros((24, 32), np.uint8)
+    grey[4:10, 6:20] = 200
+    Image.fromarray(grey).save(src / "masks" / "2.png")
+    return (src / "masks" / "2.png").read_bytes()
+
+
+def test_a_link_planted_where_prepare_writes_its_own_files_is_refused_and_the_source_masks_stay(tmp_path, capsys):
+    src = tmp_path / "src"
+    original = _grey_mask_source(src)
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "binarized_masks").symlink_to(src / "masks")
+    assert run_prepare("--src", src, "--out", out, "--binarize", *ALL_TRAINING) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"{out / 'binarized_masks'}: refused: this output folder is a link" in err
+    assert (src / "masks" / "2.png").read_bytes() == original
+    assert not (out / "datalist.json").exists()
+
+
+def test_binarize_writes_nothing_when_another_problem_stops_prepare(tmp_path, capsys):
+    src = tmp_path / "src"
+    _grey_mask_source(src)
+    (src / "images" / "3.png").write_bytes(b"not a png")
+    out = tmp_path / "dataset"
+    assert run_prepare("--src", src, "--out", out, "--binarize", *ALL_TRAINING) == 1
+    assert f"{src / 'images' / '3.png'}: cannot be read as an image" in capsys.readouterr().err
+    assert not (out / "binarized_masks").exists()
+
+
+def test_prepare_into_a_folder_another_run_is_writing_is_refused(tmp_path, capsys):
+    from pipeline.outputs import output_folder_lock
+
+    src = tmp_path / "src"
+    write_png_pairs(src, (1, 2, 3))
+    out = tmp_path / "dataset"
+    with output_folder_lock(out):
+        assert run_prepare("--src", src, "--out", out, *ALL_TRAINING) == 1
+    assert f"{out}: another run (process {os.getpid()}) is writing here" in capsys.readouterr().err
+    assert not (out / "datalist.json").exists()
+    assert run_prepare("--src", src, "--out", out, *ALL_TRAINING) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["datalist.json"]

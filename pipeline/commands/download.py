@@ -31,14 +31,16 @@ def run(args: argparse.Namespace) -> int:
     """Download, then prepare, and print the summary."""
     from pipeline.data.download import download_figshare
     from pipeline.data.prepare import prepare_dataset
+    from pipeline.outputs import output_folder_lock, own_subfolder
     from pipeline.preflight import check_output_folder
 
     check_output_folder(args.out, 0)
-    downloads = Path(args.out) / DOWNLOAD_DIR
-    download_figshare(downloads, args.mirror, progress=sys.stderr.isatty())
-    datalist = prepare_dataset(
-        downloads, args.out, val_fold=args.val_fold, test_fold=args.test_fold, to_nifti=args.to_nifti
-    )
+    with output_folder_lock(args.out):
+        downloads = own_subfolder(args.out, DOWNLOAD_DIR)
+        download_figshare(downloads, args.mirror, progress=sys.stderr.isatty())
+        datalist = prepare_dataset(
+            downloads, args.out, val_fold=args.val_fold, test_fold=args.test_fold, to_nifti=args.to_nifti
+        )
     print(format_summary(datalist))
     print(f"wrote {Path(args.out) / DATALIST_NAME}")
     return 0

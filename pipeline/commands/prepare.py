@@ -48,21 +48,23 @@ def run(args: argparse.Namespace) -> int:
     """Prepare the dataset and print its summary; an output folder that cannot be written and every problem found
     end the command with exit code 1."""
     from pipeline.data.prepare import prepare_dataset
+    from pipeline.outputs import output_folder_lock
     from pipeline.preflight import check_output_folder
 
     check_output_folder(args.out, 0, create=False)
-    datalist = prepare_dataset(
-        args.src,
-        args.out,
-        meta=args.meta,
-        folds=args.folds,
-        val_fold=args.val_fold,
-        test_fold=args.test_fold,
-        fractions=args.fractions,
-        seed=args.seed,
-        binarize=args.binarize,
-        to_nifti=args.to_nifti,
-    )
+    with output_folder_lock(args.out):
+        datalist = prepare_dataset(
+            args.src,
+            args.out,
+            meta=args.meta,
+            folds=args.folds,
+            val_fold=args.val_fold,
+            test_fold=args.test_fold,
+            fractions=args.fractions,
+            seed=args.seed,
+            binarize=args.binarize,
+            to_nifti=args.to_nifti,
+        )
     print(format_summary(datalist))
     print(f"wrote {Path(args.out) / DATALIST_NAME}")
     return 0

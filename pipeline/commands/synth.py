@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Write the phantom dataset and print a one-line summary."""
-    from pipeline.phantoms.slices import phantom_cohort, synthesize_dataset
+    from pipeline.outputs import output_folder_lock
     from pipeline.preflight import check_output_folder
 
     for flag, value, least in (
@@ -63,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
         if value < least:
             raise UserError(f"{flag} must be at least {least}, got {value}")
     check_output_folder(args.out, 0)
+    with output_folder_lock(args.out):
+        return _write(args)
+
+
+def _write(args: argparse.Namespace) -> int:
+    from pipeline.phantoms.slices import phantom_cohort, synthesize_dataset
+
     counts = Counter(patient.tumor_type for patient in phantom_cohort(args.patients, args.seed))
     per_type = ", ".join(f"{counts[code]} {name}" for code, name in TUMOR_TYPES.items())
     if args.format == "dicom":

@@ -68,7 +68,11 @@ def file_url(remote: RemoteFile, mirror: str | os.PathLike | None = None) -> str
     folder = Path(mirror).expanduser()
     if not folder.is_dir():
         raise DownloadError(f"{mirror}: mirror folder does not exist")
-    return (folder.resolve() / remote.name).as_uri()
+    path = folder.resolve() / remote.name
+    if path.exists() and not path.is_file():
+        # A pipe or a device would be read without end, and a folder cannot be one.
+        raise DownloadError(f"{folder / remote.name}: not a regular file; a mirror folder holds the published files")
+    return path.as_uri()
 
 
 def fetch_files(

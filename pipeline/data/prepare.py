@@ -11,7 +11,7 @@ from pipeline.data.datalist import DATALIST_NAME, build_datalist, relative_path,
 from pipeline.data.errors import DatasetError
 from pipeline.data.figshare import FigshareFormatError, read_cvind
 from pipeline.data.meta import META_FOLDS, MetaTable, read_meta_csv
-from pipeline.data.nifti import NIFTI_IMAGE_DIR, convert_slices
+from pipeline.data.nifti import NIFTI_IMAGE_DIR, NIFTI_LABEL_DIR, convert_slices
 from pipeline.data.sources import (
     CVIND_NAME,
     LayoutKind,
@@ -30,7 +30,8 @@ from pipeline.data.split import (
     split_by_folds,
     split_by_patient,
 )
-from pipeline.data.validation import BINARIZED_MASK_DIR, inspect_slices, read_pair
+from pipeline.data.validation import BINARIZED_MASK_DIR, binarize_masks, inspect_slices, read_pair
+from pipeline.outputs import own_subfolder
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +70,11 @@ def prepare_dataset(
         raise DatasetError(["folds given without --val-fold or --test-fold: say which fold is validation and/or test"])
 
     # The folders prepare writes, never read as source data; the dataset folder itself may be one of the source's.
-    outputs = (
-        dataset_dir / RAW_DIR,
-        dataset_dir / NIFTI_IMAGE_DIR.parent,
-        dataset_dir / BINARIZED_MASK_DIR,
-    )
+    raw_dir = own_subfolder(dataset_dir, RAW_DIR)
+    binarized_dir = own_subfolder(dataset_dir, BINARIZED_MASK_DIR)
+    for nifti_dir in (NIFTI_IMAGE_DIR, NIFTI_LABEL_DIR):
+        own_subfolder(dataset_dir, *nifti_dir.parts)
+    outputs = (raw_dir, dataset_dir / NIFTI_IMAGE_DIR.parent, binarized_dir)
     layout = discover_layout(src, exclude=outputs)
     problems: list[str] = []
     table = None
@@ -83,12 +84,12 @@ def prepare_dataset(
         except DatasetError as error:
             problems += error.problems
     if layout.kind is LayoutKind.ZIPS:
-        layout, archive_problems = _extract(layout, dataset_dir / RAW_DIR)
+        layout, archive_problems = _extract(layout, raw_dir)
         problems += archive_problems
     if table is not None and layout.kind is LayoutKind.MAT:
         logger.info("%s: .mat slices carry their own tumour type and patient; the table serves only its folds", meta)
     records, pair_problems = pair_slices(layout)
-    records, content_problems = inspect_slices(records, layout.kind, table, binarize, dataset_dir)
+    records, content_problems = inspect_slices(records, layout.kind, table, binarize)
     problems += pair_problems + content_problems
     if not records and not problems:
         problems.append(f"{src}: no slices found")
@@ -110,7 +111,9 @@ def prepare_dataset(
     split = {"layout": layout.kind.value, "source": relative_path(src, dataset_dir), **split}
     if fold_source:
         split["fold_source"] = relative_path(Path(fold_source), dataset_dir)
-    binarized = sum(record.label.parent == dataset_dir / BINARIZED_MASK_DIR for record in records)
+    if binarize:
+        sets = {name: binarize_masks(sets[name], layout.kind, binarized_dir) for name in SET_NAMES}
+    binarized = sum(record.label.parent == binarized_dir for records in sets.values() for record in records)
     split |= {"patients_known": patients_known, "binarized_masks": binarized, "nifti": False}
     if to_nifti and layout.kind is not LayoutKind.NIFTI:
         sets = _convert(sets, dataset_dir, layout.kind)

@@ -1,11 +1,12 @@
-"""Read every slice pair once, check its content, and fill in its tumour type and patient id.
+"""Read every slice pair, check its content, and fill in its tumour type and patient id.
 
 Faults found here, one line each naming the file: unreadable file, a multi-channel image, NaN or infinite
 pixels, a mask whose shape differs from the image's, a mask that is not binary (values {0, 1} and {0, 255}
 both count as binary), a slice missing from the meta table, an empty patient id and a patient given two
-tumour types. A grey (for example resampled) mask of an image file or NIfTI pair is thresholded at half
-its maximum instead when ``binarize`` is set, and written under ``binarized_masks/``; the user's file stays
-as it is. ``.mat`` masks are MATLAB logicals, so a non-binary one is a damaged file and is always refused.
+tumour types. A grey (for example resampled) mask of an image file or NIfTI pair is accepted instead when
+``binarize`` is set: once every check has passed, :func:`binarize_masks` reads it again and thresholds it at
+half its maximum into ``binarized_masks/``; the user's file stays as it is. ``.mat`` masks are MATLAB
+logicals, so a non-binary one is a damaged file and is always refused.
 """
 
 import logging
@@ -24,6 +25,7 @@ from pipeline.data.meta import MetaTable
 from pipeline.data.nifti import save_nifti
 from pipeline.data.sources import UNKNOWN_TUMOR_TYPE, LayoutKind, SliceRecord, file_stem
 from pipeline.data.tumor_types import tumor_type_name
+from pipeline.outputs import output_path
 
 logger = logging.getLogger(__name__)
 
@@ -32,32 +34,41 @@ BINARY_VALUE_SETS = ({0, 1}, {0, 255})
 
 
 def inspect_slices(
-    records: Sequence[SliceRecord],
-    kind: LayoutKind,
-    meta: MetaTable | None = None,
-    binarize: bool = False,
-    dataset_dir: Path | None = None,
+    records: Sequence[SliceRecord], kind: LayoutKind, meta: MetaTable | None = None, binarize: bool = False
 ) -> tuple[list[SliceRecord], list[str]]:
     """Check every pair's content; return the records completed with tumour type, patient and shape, and problems.
 
     For ``.mat`` slices the tumour type and patient come from the file. For image files and NIfTI pairs they
     come from ``meta`` when given; otherwise the tumour type is ``UNKNOWN_TUMOR_TYPE`` and the patient id is the
-    slice id. ``dataset_dir`` receives the binarized masks when ``binarize`` is set.
+    slice id. With ``binarize`` a grey mask passes; nothing is written here (see :func:`binarize_masks`).
     """
-    if binarize and dataset_dir is None:
-        raise ValueError("inspect_slices: binarize needs a dataset_dir to write the binarized masks to")
     checked: list[SliceRecord] = []
     problems: list[str] = []
     for record in records:
         if kind is LayoutKind.MAT:
             result, faults = _inspect_mat(record)
         else:
-            result, faults = _inspect_pair(record, kind, meta, binarize, dataset_dir)
+            result, faults = _inspect_pair(record, kind, meta, binarize)
         problems += faults
         if result is not None and not faults:
             checked.append(result)
     problems += _patients_with_two_types(checked) if kind is LayoutKind.MAT else []
     return checked, problems
+
+
+def binarize_masks(records: Sequence[SliceRecord], kind: LayoutKind, folder: Path) -> list[SliceRecord]:
+    """Threshold each grey mask of ``records`` at half its maximum into ``folder``; return the records, those
+    records pointing at their new mask. Binary masks, and ``.mat`` slices, are kept as they are."""
+    if kind is LayoutKind.MAT:
+        return list(records)
+    reader = _read_image_file if kind is LayoutKind.IMAGE_FILES else _read_nifti
+    binarized = []
+    for record in records:
+        mask = reader(record.label)
+        if not _is_binary(mask):
+            record = replace(record, label=_write_binarized(record.label, mask, kind, folder))
+        binarized.append(record)
+    return binarized
 
 
 def read_pair(record: SliceRecord, kind: LayoutKind) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +93,7 @@ def _inspect_mat(record: SliceRecord) -> tuple[SliceRecord | None, list[str]]:
 
 
 def _inspect_pair(
-    record: SliceRecord, kind: LayoutKind, meta: MetaTable | None, binarize: bool, dataset_dir: Path | None
+    record: SliceRecord, kind: LayoutKind, meta: MetaTable | None, binarize: bool
 ) -> tuple[SliceRecord | None, list[str]]:
     reader = _read_image_file if kind is LayoutKind.IMAGE_FILES else _read_nifti
     problems = []
@@ -103,17 +114,15 @@ def _inspect_pair(
         problems.append(f"{record.label}: mask shape {mask.shape} differs from image shape {image.shape}")
     if problems:
         return None, problems
-    values = set(np.unique(mask).tolist())
-    label = record.label
-    if not any(values <= allowed for allowed in BINARY_VALUE_SETS):
-        shown = sorted(values)[:6]
+    if not _is_binary(mask):
+        values = np.unique(mask)
+        shown = values[:6].tolist()
         if not binarize:
             return None, [
                 f"{record.label}: mask is not binary ({len(values)} distinct values, e.g. {shown}); expected "
                 f"{{0, 1}} or {{0, 255}} (pass --binarize to threshold it at half its maximum)"
             ]
-        label = _write_binarized(record.label, mask, kind, dataset_dir / BINARIZED_MASK_DIR)
-        logger.warning("%s: mask is not binary (values e.g. %s); thresholded into %s", record.label, shown, label)
+        logger.warning("%s: mask is not binary (values e.g. %s); it will be thresholded", record.label, shown)
 
     tumor_type, pid = UNKNOWN_TUMOR_TYPE, record.slice_id
     if meta is not None:
@@ -122,7 +131,12 @@ def _inspect_pair(
             return None, [f"{record.image}: slice {record.slice_id!r} has no row in {meta.path}"]
         tumor_type = row.tumor_type if row.tumor_type is not None else UNKNOWN_TUMOR_TYPE
         pid = row.pid if row.pid is not None else record.slice_id
-    return replace(record, label=label, tumor_type=tumor_type, pid=pid, shape=image.shape), []
+    return replace(record, tumor_type=tumor_type, pid=pid, shape=image.shape), []
+
+
+def _is_binary(mask: np.ndarray) -> bool:
+    values = set(np.unique(mask).tolist())
+    return any(values <= allowed for allowed in BINARY_VALUE_SETS)
 
 
 def _read_image_file(path: Path) -> np.ndarray:
@@ -161,12 +175,12 @@ def _one_line(error: Exception) -> str:
 def _write_binarized(source: Path, mask: np.ndarray, kind: LayoutKind, folder: Path) -> Path:
     binary = mask > mask.max() / 2
     if kind is LayoutKind.IMAGE_FILES:
-        target = folder / f"{file_stem(source)}.png"
+        target = output_path(folder, f"{file_stem(source)}.png")
         with atomic_path(target) as temporary:
             Image.fromarray(binary.astype(np.uint8) * 255).save(temporary, format="PNG")
         return target
     original = nib.load(source)
-    target = folder / f"{file_stem(source)}.nii.gz"
+    target = output_path(folder, f"{file_stem(source)}.nii.gz")
     save_nifti(binary.astype(np.uint8), target, affine=original.affine)
     return target
 

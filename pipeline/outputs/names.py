@@ -60,3 +60,26 @@ def require_inside(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
             f"(it resolves to {resolved})"
         )
     return path
+
+
+def own_subfolder(folder: str | os.PathLike, *parts: str) -> Path:
+    """``folder`` joined with ``parts``: a folder a command fills with its own files, never a link.
+
+    A folder that is a link, or that lies below one inside ``folder``, is refused with ``UnsafeOutputPathError``
+    in one line: a link planted there (by a hostile dataset, say) would lead the command's files onto other
+    files, the user's source data included, even when it points inside ``folder``. Returns the joined path,
+    which need not exist yet; a path that exists as a file is refused as well.
+    """
+    path = Path(folder)
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise UnsafeOutputPathError(
+                f"{path}: refused: this output folder is a link (to {os.readlink(path)}); the command writes its own "
+                "files there and does not follow links: remove it, or choose another output folder"
+            )
+        if path.exists() and not path.is_dir():
+            raise UnsafeOutputPathError(
+                f"{path}: refused: the command writes its files in this folder, but it is a file"
+            )
+    return require_inside(folder, path)
