@@ -61,26 +61,28 @@ def _nearest_existing(folder: Path) -> Path:
     return folder
 
 
-def require_datalist(dataset_dir: str | os.PathLike, lists: Sequence[str] = ()) -> Path:
-    """``<dataset_dir>/datalist.json``; ``PreflightError`` saying how to write it when it is not there, and
-    ``DatasetError`` when it cannot be read or one of ``lists`` is missing or malformed (``read_datalist``)."""
+def require_datalist(dataset_dir: str | os.PathLike, lists: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
+    """``<dataset_dir>/datalist.json`` and its content, read once; ``PreflightError`` saying how to write it when it
+    is not there, and ``DatasetError`` when it cannot be read or one of ``lists`` is missing or malformed
+    (``read_datalist``)."""
     path = Path(dataset_dir) / DATALIST_NAME
     if not path.is_file():
         raise PreflightError(
             f"{path}: not found; write it with `python -m pipeline prepare --src SLICES --out {dataset_dir}`"
         )
-    read_datalist(path, lists)
-    return path
+    return path, read_datalist(path, lists)
 
 
 def refuse_output_among_inputs(
-    folders: Sequence[str | os.PathLike], datalist_path: str | os.PathLike, lists: Sequence[str]
+    folders: Sequence[str | os.PathLike],
+    datalist_path: str | os.PathLike,
+    datalist: Mapping[str, Any],
+    lists: Sequence[str],
 ) -> None:
     """Raise ``PreflightError`` when one of the output ``folders`` is a folder holding images or labels that the
-    ``lists`` of the datalist name: what a run writes there would mix with the slices (a user file of the same name
-    replaced), and a later ``prepare`` or ``infer`` would take it for a slice."""
+    ``lists`` of ``datalist`` (read from ``datalist_path``) name: what a run writes there would mix with the slices
+    (a user file of the same name replaced), and a later ``prepare`` or ``infer`` would take it for a slice."""
     datalist_path = Path(datalist_path)
-    datalist = read_datalist(datalist_path, lists)
     input_folders = {
         (datalist_path.parent / entry[key]).resolve().parent
         for name in lists

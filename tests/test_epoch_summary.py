@@ -51,8 +51,8 @@ def test_one_line_per_epoch_gives_the_mean_loss_the_validation_score_when_run_an
 @pytest.mark.parametrize("verbose", [False, True])
 def test_iteration_losses_are_logged_only_with_verbose(verbose, monkeypatch, tmp_path):
     ran = {}
-    monkeypatch.setattr("pipeline.preflight.require_datalist", lambda folder, lists=(): folder)
-    monkeypatch.setattr(train, "_preflight", lambda args, overrides: None)
+    monkeypatch.setattr("pipeline.preflight.require_datalist", lambda folder, lists=(): (folder, {}))
+    monkeypatch.setattr(train, "_preflight", lambda *arguments: None)
     monkeypatch.setattr(
         "pipeline.workflow.run_bundle", lambda bundle, configs, kind, **overrides: ran.update(overrides)
     )

@@ -311,6 +311,16 @@ def test_a_datalist_naming_a_named_pipe_is_refused_without_opening_it(tmp_path, 
     assert error.startswith(f"error: {tmp_path / 'pipe.png'}: not a regular file (a named pipe)")
 
 
+@pytest.mark.parametrize("lists, said", [({"test": []}, "the 'test' list is empty"), ({}, "no 'test' list")])
+def test_evaluate_on_a_split_with_no_slices_is_one_error_line_naming_the_split(tmp_path, capsys, lists, said):
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [], "validation": [], **lists}))
+    arguments = ["evaluate", "--dataset-dir", str(tmp_path), "--split", "test", "--device", "cpu"]
+    assert main([*arguments, "--ckpt_dir", str(tmp_path / "models")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {tmp_path / 'datalist.json'}: {said}") and len(error.splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["datalist.json"]
+
+
 @pytest.mark.parametrize("command, split", [("train", "training"), ("evaluate", "test")])
 def test_an_output_folder_holding_the_dataset_s_slices_is_refused_before_anything_is_written(
     tmp_path, capsys, command, split

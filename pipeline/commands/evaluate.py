@@ -40,12 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation workflow and print the summary per tumour type."""
-    from pipeline.data.datalist import read_datalist
     from pipeline.preflight import bundle_config_values, refuse_output_among_inputs, require_datalist
     from pipeline.workflow import run_bundle
 
-    datalist_path = require_datalist(args.dataset_dir)
-    if not read_datalist(datalist_path).get(args.split):
+    datalist_path, datalist = require_datalist(args.dataset_dir, [args.split])
+    if not datalist.get(args.split):
         raise UserError(f"{datalist_path}: the '{args.split}' list is empty; choose another with --split")
     overrides = {
         "dataset_dir": str(args.dataset_dir.resolve()),
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     }
     configs = ["train.json", "evaluate.json"]
     output_dir = bundle_config_values(args.bundle, configs, ["output_dir"], overrides)["output_dir"]
-    refuse_output_among_inputs([output_dir], datalist_path, [args.split])
+    refuse_output_among_inputs([output_dir], datalist_path, datalist, [args.split])
     workflow = run_bundle(args.bundle, configs, "eval", **overrides)
     output_dir = Path(workflow.parser.get_parsed_content("output_dir"))
     summary = json.loads((output_dir / "summary.json").read_text())

@@ -14,6 +14,9 @@ from pipeline.overrides import (
 )
 from pipeline.user_errors import UserError
 
+# The lists a training reads from the datalist.
+TRAINING_LISTS = ("training", "validation")
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``train`` command."""
@@ -89,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["iteration_log"] = True
     overrides.update(init_overrides(args.bundle, args.init_from, args.init_fold))
     require_recipe(args.bundle, args.recipe)
-    require_datalist(args.dataset_dir, ["training", "validation"])
+    datalist_path, datalist = require_datalist(args.dataset_dir, TRAINING_LISTS)
     check_bundle_overrides(args.bundle, train_configs(args.recipe), overrides)
-    _preflight(args, overrides)
+    _preflight(args, overrides, datalist_path, datalist)
     if args.gpus > 1 and world_size() == 1:
         return launch(args.gpus, worker_argv(args.argv))
     run_bundle(args.bundle, with_multi_gpu_config(train_configs(args.recipe)), "train", **overrides)
@@ -125,18 +128,17 @@ def require_recipe(bundle: str | Path, recipe: str | None) -> None:
             raise UserError(f"{configs / recipe_file}: no such recipe; the bundle has: {', '.join(known) or 'none'}")
 
 
-def _preflight(args: argparse.Namespace, overrides: dict) -> None:
+def _preflight(args: argparse.Namespace, overrides: dict, datalist_path: Path, datalist: dict) -> None:
     from pipeline.checkpoints import guard_earlier_run
     from pipeline.preflight import (
         TRAIN_MIN_FREE_BYTES,
         bundle_config_values,
         check_output_folder,
         refuse_output_among_inputs,
-        require_datalist,
     )
 
     folders = bundle_config_values(args.bundle, train_configs(args.recipe), ("ckpt_dir", "output_dir"), overrides)
-    refuse_output_among_inputs(folders.values(), require_datalist(args.dataset_dir), ["training", "validation"])
+    refuse_output_among_inputs(folders.values(), datalist_path, datalist, TRAINING_LISTS)
     for folder in (folders["ckpt_dir"], folders["output_dir"]):
         check_output_folder(folder, TRAIN_MIN_FREE_BYTES)
     # train.json checks again as it starts; checking here refuses before the datasets are cached.
