@@ -102,12 +102,19 @@ def bundle_config_keys(bundle: str | Path) -> set[str]:
 
 def require_paths(args: argparse.Namespace) -> None:
     """Refuse, before MONAI and torch are imported, an input path of the command (its ``must_exist``) that is not
-    there."""
+    there, or that is neither a regular file nor a folder once links are followed: a named pipe would block the
+    command and a device would be read without end."""
+    from pipeline.inference.discovery import not_a_regular_file
+
     for name in getattr(args, "must_exist", ()):
         value = getattr(args, name, None)
         for path in value if isinstance(value, list) else [value]:
-            if path is not None and not Path(path).exists():
+            if path is None:
+                continue
+            if not Path(path).exists():
                 raise UserError(f"{path}: no such file or folder")
+            if not Path(path).is_dir() and (kind := not_a_regular_file(Path(path))):
+                raise UserError(f"{path}: not a regular file or folder ({kind}); it is not opened")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,17 +61,21 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY_NAME.fullmatch(path.name)]
+    # A link is never one of ours, and never followed: what it leads to may lie outside the folder.
+    stale = [
+        path
+        for path in folder.iterdir()
+        if TEMPORARY_NAME.fullmatch(path.name) and not path.is_symlink() and path.is_file()
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
 
 
 def remove_stale_temporaries_below(folder: str | os.PathLike) -> list[Path]:
-    """:func:`remove_stale_temporaries` in ``folder`` and every folder below it; return what was removed."""
-    folder = Path(folder)
-    folders = [folder, *(path for path in folder.rglob("*") if path.is_dir())] if folder.is_dir() else []
-    return [path for each in folders for path in remove_stale_temporaries(each)]
+    """:func:`remove_stale_temporaries` in ``folder`` and every folder below it, links to folders not followed;
+    return what was removed."""
+    return [path for each, _, _ in os.walk(folder) for path in remove_stale_temporaries(each)]
 
 
 @contextmanager

@@ -212,3 +212,12 @@ def check_overrides(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
         problems.insert(0, f"{len(problems)} overrides do not fit the bundle config:")
     if problems:
         raise UserError("\n".join(problems))
+
+
+def refuse_owned_overrides(overrides: Mapping[str, Any], owned: Mapping[str, str]) -> None:
+    """Refuse, in one ``UserError``, an override of a config key the command sets from one of its own flags
+    (``owned`` maps the key to the flag): ``infer --output_dir X`` would write the masks outside ``--output``,
+    past its lock and its checks."""
+    for key, flag in owned.items():
+        if key in overrides:
+            raise UserError(f"--{key}: this command sets it from {flag}; give {flag} instead")

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from tiny_bundle import TINY_TRAINING
 
 from pipeline import default_bundle_dir
 from pipeline.__main__ import main
 from pipeline.export.package import sha256_of
+from pipeline.outputs import UnsafeOutputPathError
 from pipeline.phantoms.slices import synthesize_dataset
 from pipeline.reports.crossval_summary import crossval_table
 from pipeline.training.crossval import fold_paths, run_crossval
@@ -107,3 +110,69 @@ def test_the_table_pools_the_folds_and_counts_each_patient_once():
     assert pooled["slices"] == 4 and pooled["patients"] == 2 and pooled["no_prediction"] == 1
     assert abs(pooled["dice_mean"] - 0.55) < 1e-9 and abs(pooled["patient_dice_mean"] - 0.7) < 1e-9
     assert table["fold_1"]["glioma"]["hd95_median"] == 6.0
+
+
+def _fake_training(calls: list) -> tuple:
+    """A ``train`` and an ``evaluate`` for ``run_crossval`` that write what the bundle's would, in the same folders."""
+
+    def train(fold, resume):
+        calls.append((fold.fold, resume))
+        _latest(fold.checkpoints, 4)
+        (fold.training_output / "tensorboard").mkdir(parents=True, exist_ok=True)
+        (fold.training_output / "tensorboard" / "events.out.tfevents").write_text("")
+        (fold.training_output / "learning_curve.csv").write_text("")
+
+    def evaluate(fold):
+        fold.validation.mkdir(parents=True, exist_ok=True)
+        for name in ("per_slice.csv", "summary.json"):
+            (fold.validation / name).write_text("")
+
+    return train, evaluate
+
+
+def test_a_link_planted_on_a_fold_file_is_replaced_not_written_through(tmp_path):
+    folds = fold_paths(tmp_path / "cv", [1])
+    outside = tmp_path / "user_file.json"
+    outside.write_text("a user's file")
+    planted = tmp_path / "cv" / "fold_1" / "final" / "model_config.json"
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(outside)
+    run_crossval(folds, *_fake_training([]), epochs=4)
+    assert outside.read_text() == "a user's file"
+    assert not planted.is_symlink() and planted.read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    "planted",
+    ["fold_1", "fold_1/models", "fold_1/eval", "fold_1/eval/tensorboard", "fold_1/final", "fold_1/validation"],
+)
+def test_a_fold_folder_that_is_a_link_is_refused_before_the_fold_writes(tmp_path, planted):
+    folds = fold_paths(tmp_path / "cv", [1])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "mine.txt").write_text("a user's file")
+    link = tmp_path / "cv" / planted
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside, target_is_directory=True)
+    calls = []
+    with pytest.raises(UnsafeOutputPathError, match=f"^{re.escape(str(link))}: refused: this output folder is a link"):
+        run_crossval(folds, *_fake_training(calls), epochs=4)
+    assert calls == [] and [path.name for path in outside.iterdir()] == ["mine.txt"]
+
+
+def test_crossval_refuses_a_planted_fold_link_in_one_line_before_any_fold_is_prepared(tmp_path, capsys):
+    synthesize_dataset(tmp_path / "raw", patients=10, slices_per_patient=2, size=128, seed=5)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_dir(), bundle, ignore=shutil.ignore_patterns("eval", "dist", "runs"))
+    out, outside = tmp_path / "cv", tmp_path / "outside"
+    outside.mkdir()
+    link = out / "fold_2" / "models"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside, target_is_directory=True)
+    command = ["crossval", "--out", str(out), "--src", str(tmp_path / "raw"), "--folds", "1", "2"]
+    assert main([*command, "--bundle", str(bundle), *_overrides()]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {link}: refused: this output folder is a link (to {outside}); the command writes its own files there "
+        "and does not follow links: remove it, or choose another output folder"
+    ]
+    assert list(outside.iterdir()) == [] and sorted(path.name for path in out.iterdir()) == ["fold_2"]

@@ -3,7 +3,16 @@
 import hashlib
 import json
 import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -140,3 +149,117 @@ def test_a_mirror_entry_that_is_no_regular_file_is_refused_before_reading(tmp_pa
     with pytest.raises(DownloadError, match=f"^{entry}: not a regular file"):
         fetch_files([remote], tmp_path / "out", mirror, progress=False)
     assert not any((tmp_path / "out").iterdir())
+
+
+@contextmanager
+def serving(
+    body: bytes, announce_length: bool = True, pause_at: int | None = None
+) -> Iterator[tuple[str, threading.Event]]:
+    """A local HTTP server answering every GET with ``body``, holding back what follows ``pause_at`` until the
+    yielded event is set; yields its base URL and that event."""
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            if announce_length:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            split = len(body) if pause_at is None else pause_at
+            self.wfile.write(body[:split])
+            self.wfile.flush()
+            release.wait(60)
+            self.wfile.write(body[split:])
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.handle_error = lambda request, address: None  # a client that stops reading is what some tests want
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", release
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """Requests to the local server go straight to it."""
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+def test_a_download_is_written_as_name_part_in_the_download_folder_and_nowhere_else(tmp_path, monkeypatch, no_proxy):
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    body = os.urandom(3 << 20)
+    remote = RemoteFile("cvind.mat", 7, hashlib.md5(body).hexdigest())
+    out = tmp_path / "downloads"
+    part = out / "cvind.mat.part"
+    with serving(body, pause_at=2 << 20) as (url, release):
+        worker = threading.Thread(target=fetch_files, args=([remote], out, url), kwargs={"progress": False})
+        worker.start()
+        deadline = time.monotonic() + 20
+        while not (part.is_file() and part.stat().st_size >= 1 << 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        staged_beside_the_target = part.is_file() and part.stat().st_size >= 1 << 20
+        written_elsewhere = list(temporary.rglob("*"))
+        release.set()
+        worker.join(60)
+    assert staged_beside_the_target and written_elsewhere == []
+    assert (out / "cvind.mat").read_bytes() == body and not part.exists()
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["announced", "endless"])
+def test_a_download_larger_than_the_bound_ends_in_one_line_and_leaves_nothing(
+    tmp_path, monkeypatch, no_proxy, announced
+):
+    monkeypatch.setattr(download, "MAX_FILE_BYTES", 1 << 20)
+    remote = RemoteFile("cvind.mat", 7, "0" * 32)
+    out = tmp_path / "downloads"
+    with serving(bytes(4 << 20), announce_length=announced) as (url, _):
+        with pytest.raises(DownloadError, match=f"^{url}/cvind.mat: .*more than the 1048576 bytes") as caught:
+            fetch_files([remote], out, url, progress=False)
+    assert len(str(caught.value).splitlines()) == 1
+    assert not any(out.iterdir())
+
+
+def test_a_download_shows_its_progress_in_lines_when_asked(mirror, table, tmp_path, capsys):
+    fetch_files(table[-1:], tmp_path / "downloads", mirror.as_uri(), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[-1] == "cvind.mat: 100%"
+
+
+def limit_written_bytes() -> None:
+    """In the child: writing more than 64 MiB into any one file ends the process."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+
+
+@pytest.mark.parametrize("kind", ["pipe", "device"])
+def test_a_file_url_mirror_naming_no_regular_file_is_refused_before_reading(tmp_path, kind):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    entry = mirror / FIGSHARE_FILES[0].name
+    if kind == "pipe":
+        os.mkfifo(entry)
+    else:
+        entry.symlink_to("/dev/zero")
+    out = tmp_path / "dataset"
+    command = [sys.executable, "-m", "pipeline", "download", "--out", str(out), "--mirror", mirror.as_uri()]
+    # In a child with a deadline and a file size limit: before the check, a pipe blocked for ever and /dev/zero
+    # was written into the temporary folder without end.
+    environment = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=environment, preexec_fn=limit_written_bytes
+    )
+    expected = "a named pipe" if kind == "pipe" else "a character device"
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {entry.as_uri()}: not a regular file ({expected}); refused before reading it"
+    )
+    assert not any((out / "downloads").iterdir())

@@ -84,3 +84,34 @@ def test_a_lock_path_that_is_a_folder_is_one_line(tmp_path):
         with output_folder_lock(tmp_path / "out"):
             pass
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_lock_file_that_is_a_link_is_refused_and_what_it_leads_to_is_untouched(tmp_path, link):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "out").mkdir()
+    lock = tmp_path / "out" / LOCK_NAME
+    lock.symlink_to(victim) if link == "symbolic" else lock.hardlink_to(victim)
+    with pytest.raises(OutputFolderBusyError, match="lock file is (a link|a file with other names)") as raised:
+        with output_folder_lock(tmp_path / "out"):
+            pass
+    assert "\n" not in str(raised.value)
+    assert victim.read_text() == "precious\n"
+
+
+def test_clearing_stale_temporaries_never_follows_a_link_out_of_the_folder(tmp_path):
+    from pipeline.atomic import remove_stale_temporaries_below
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    theirs = outside / ".abcdefgh~thesis.docx"
+    theirs.write_text("keep")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    ours = out / "sub" / ".ijklmnop~1_seg.nii.gz"
+    ours.write_text("stale")
+    (out / "linked").symlink_to(outside)
+    (out / ".qrstuvwx~a.png").symlink_to(theirs)
+    assert remove_stale_temporaries_below(out) == [ours]
+    assert theirs.read_text() == "keep" and (out / ".qrstuvwx~a.png").is_symlink()

@@ -1,5 +1,7 @@
 """Phantom DICOM series: ``synth --format dicom``, its headers, reproducibility and the reader's round trip."""
 
+import os
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -129,3 +131,24 @@ def test_legacy_converted_enhanced_mr_reads_as_the_single_frame_series(tmp_path,
     assert failures == [] and series.files == (path,) and len(series.datasets) == 1
     np.testing.assert_array_equal(series.pixels, single.pixels)
     np.testing.assert_allclose(series.affine, single.affine, atol=1e-6)
+
+
+@pytest.mark.parametrize("planted", ["patient", "series"])
+def test_synth_dicom_refuses_a_link_planted_on_a_patient_or_series_folder(tmp_path, capsys, planted):
+    pid = phantom_cohort(2, 0)[1].pid  # PatientIDs follow from the seed: the folder name can be predicted
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    (outside / "5").mkdir(parents=True)
+    (outside / "5" / "1.dcm").write_bytes(b"a user's file")
+    (outside / "1.dcm").write_bytes(b"a user's file")
+    link = out / pid if planted == "patient" else out / pid / "5"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside if planted == "patient" else outside / "5", target_is_directory=True)
+
+    argv = ["synth", "--format", "dicom", "--out", str(out), "--patients", "2", "--slices", "2", "--size", "128"]
+    assert main([*argv, "--seed", "0"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {link}: refused: this output folder is a link (to {os.readlink(link)}); the command writes its own "
+        "files there and does not follow links: remove it, or choose another output folder"
+    ]
+    assert sorted(path.read_bytes() for path in outside.rglob("*.dcm")) == [b"a user's file"] * 2
+    assert not [name for _, _, names in os.walk(out) for name in names]  # refused before the first patient

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def _grey(path: Path, mode: str = "L") -> Path:
 
 def _files_below(folder: Path) -> set[Path]:
     return {path for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("key, value", [("output_dir", "elsewhere"), ("data_root_dir", "elsewhere")])
+def test_an_override_of_a_folder_infer_sets_itself_is_refused_and_nothing_is_written(
+    tmp_path, ckpt_dir, capsys, key, value
+):
+    source = _grey(tmp_path / "data" / "a.png")
+    assert _infer(source, tmp_path / "out", ckpt_dir, f"--{key}", str(tmp_path / value)) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --{key}: this command sets it from --") and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / value).exists()
+    assert _files_below(tmp_path / "data") == {source}
 
 
 @pytest.mark.parametrize("hostile_uid", ["../../../escaped", "{tmp}/escaped-absolute", "..", "a/../../b"])
@@ -337,3 +350,66 @@ def test_an_output_folder_holding_the_dataset_s_slices_is_refused_before_anythin
         "outside them for the outputs\n"
     )
     assert sorted(slices.iterdir()) == before and not (tmp_path / "models").exists()
+
+
+@pytest.fixture
+def no_hang():
+    """Fail, instead of blocking the suite, a command that waits on a named pipe."""
+
+    def give_up(signum, frame):
+        raise TimeoutError("the command blocked on its input")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("special", ["pipe", "device"])
+@pytest.mark.parametrize("command", ["prepare --meta", "prepare --folds", "serve --config", "dicomweb --auth-file"])
+def test_an_option_file_that_is_a_pipe_or_a_device_is_refused_without_reading_it(
+    tmp_path, capsys, no_hang, command, special
+):
+    path = tmp_path / "option-file"
+    if special == "pipe":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    synthesize_dataset(tmp_path / "mats", patients=3, slices_per_patient=1, size=128, seed=0)
+    name, flag = command.split()
+    arguments = {
+        "prepare": ["--src", str(tmp_path / "mats"), "--out", str(tmp_path / "out"), "--val-fold", "1"],
+        "serve": ["--status"],
+        "dicomweb": ["--url", "http://127.0.0.1:9/dicom-web", "--study-uid", "1.2", "--output", str(tmp_path / "out")],
+    }[name]
+    assert main([name, flag, str(path), *arguments]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {path}: not a regular file") and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_ensemble_input_whose_record_is_a_pipe_is_refused_without_reading_it(tmp_path, capsys, no_hang):
+    run = tmp_path / "run"
+    run.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4), np.float32), np.eye(4)), run / "a_prob.nii.gz")
+    os.mkfifo(run / "inference_record.json")
+    assert main(["ensemble", "--inputs", str(run), str(run), "--output", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {run / 'inference_record.json'}: not a regular file (a named pipe)")
+
+
+@pytest.mark.parametrize("command", ["serve --config", "dicomweb --auth-file"])
+def test_an_option_file_that_is_not_utf8_is_one_error_line(tmp_path, capsys, command):
+    path = tmp_path / "option-file"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    path.chmod(0o600)
+    name, flag = command.split()
+    arguments = {
+        "serve": ["--status"],
+        "dicomweb": ["--url", "http://127.0.0.1:9/dicom-web", "--study-uid", "1.2", "--output", str(tmp_path / "out")],
+    }[name]
+    assert main([name, flag, str(path), *arguments]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {path}: cannot read ") and "not UTF-8 text" in error
+    assert len(error.splitlines()) == 1

@@ -80,6 +80,8 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.workflow import check_bundle_overrides, run_bundle
 
     folds = fold_paths(args.out, sorted(set(args.folds)))
+    for fold in folds:
+        fold.require_own_folders()  # a link planted in a fold folder, refused before anything is written
     models = Path(args.bundle).resolve() / "models"
     if args.ship and not args.overwrite:
         refuse_dropping_folds(models, [fold.fold for fold in folds])  # before hours of training, not after

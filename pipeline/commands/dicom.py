@@ -17,6 +17,7 @@ from pipeline.overrides import (
     device_override,
     folds_override,
     parse_overrides,
+    refuse_owned_overrides,
     strict_weights_override,
 )
 from pipeline.user_errors import UserError
@@ -89,11 +90,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be 1 to 65535, got {args.port}")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    user_overrides = parse_overrides(args.overrides)
+    refuse_owned_overrides(user_overrides, {"output_dir": "--output"})
     overrides = {
         **folds_override(args.folds),
         **strict_weights_override(args.strict_weights),
         **device_override(args.device),
-        **parse_overrides(args.overrides),
+        **user_overrides,
     }
     predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()

@@ -17,6 +17,7 @@ from pipeline.overrides import (
     device_override,
     folds_override,
     parse_overrides,
+    refuse_owned_overrides,
 )
 from pipeline.user_errors import UserError
 
@@ -73,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     for name in ("dicomweb_client", "highdicom"):  # one line per step is printed here; theirs only from warnings up
         logging.getLogger(name).setLevel(logging.WARNING)
-    overrides = {**folds_override(args.folds), **device_override(args.device), **parse_overrides(args.overrides)}
+    user_overrides = parse_overrides(args.overrides)
+    refuse_owned_overrides(user_overrides, {"output_dir": "--output"})
+    overrides = {**folds_override(args.folds), **device_override(args.device), **user_overrides}
     predictor = BundlePredictor(args.bundle, overrides)  # refuses a faulty override before the server is asked
     output = args.output.resolve()
     if not args.overwrite:

@@ -18,6 +18,7 @@ from pipeline.overrides import (
     device_override,
     folds_override,
     parse_overrides,
+    refuse_owned_overrides,
     strict_weights_override,
 )
 from pipeline.user_errors import UserError, find_user_error
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_output_holding_input(output, source)
     root = source if source.is_dir() else source.parent
     user_overrides = parse_overrides(args.overrides)
+    refuse_owned_overrides(user_overrides, {"output_dir": "--output", "data_root_dir": "--input"})
     settings = {
         "output_dir": str(output),
         "data_root_dir": str(root),

@@ -1,6 +1,8 @@
 """``python -m pipeline prepare``: check a dataset, split it patient-wise and write its ``datalist.json``."""
 
 import argparse
+import contextlib
+import os
 from pathlib import Path
 
 from pipeline.data.datalist import DATALIST_NAME, format_summary
@@ -52,19 +54,26 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.preflight import check_output_folder
 
     check_output_folder(args.out, 0, create=False)
-    with output_folder_lock(args.out):
-        datalist = prepare_dataset(
-            args.src,
-            args.out,
-            meta=args.meta,
-            folds=args.folds,
-            val_fold=args.val_fold,
-            test_fold=args.test_fold,
-            fractions=args.fractions,
-            seed=args.seed,
-            binarize=args.binarize,
-            to_nifti=args.to_nifti,
-        )
+    created = not os.path.lexists(args.out)
+    try:
+        with output_folder_lock(args.out):
+            datalist = prepare_dataset(
+                args.src,
+                args.out,
+                meta=args.meta,
+                folds=args.folds,
+                val_fold=args.val_fold,
+                test_fold=args.test_fold,
+                fractions=args.fractions,
+                seed=args.seed,
+                binarize=args.binarize,
+                to_nifti=args.to_nifti,
+            )
+    except Exception:
+        if created:  # the lock made the folder: a refused dataset leaves none behind
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()
+        raise
     print(format_summary(datalist))
     print(f"wrote {Path(args.out) / DATALIST_NAME}")
     return 0

@@ -1,28 +1,31 @@
 """Fetch the figshare brain tumour dataset (four archives and ``cvind.mat``), checked and resumable.
 
 Files come from figshare (doi:10.6084/m9.figshare.1512427) or from a mirror: a local folder or a base URL
-(``https://``, ``file://``) holding the files under their figshare names. Each file is fetched with MONAI's
-``download_url`` into ``<name>.part`` and renamed to ``<name>`` only once complete and checked, so a file under
-its final name is always whole; a second run skips every file already present with the published MD5.
+(``https://``, ``file://``) holding the files under their figshare names. Each file is streamed into
+``<name>.part`` in the download folder (``pipeline.data.fetch``), at most ``MAX_FILE_BYTES``, and renamed to
+``<name>`` only once complete and checked, so a file under its final name is always whole and nothing is written
+outside that folder; a second run skips every file already present with the published MD5.
 """
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from monai.apps.utils import HashCheckError, check_hash, download_url
+from monai.apps.utils import check_hash
 
+from pipeline.data.fetch import URL_SCHEMES, ChecksumMismatchError, FetchError, fetch_url
 from pipeline.user_errors import UserError
 
 logger = logging.getLogger(__name__)
 
 FIGSHARE_DOWNLOAD_BASE = "https://figshare.com/ndownloader/files"
 HASH_TYPE = "md5"
-PART_SUFFIX = ".part"
-URL_SCHEMES = ("http", "https", "ftp", "file")
+# The published archives are about 200 MB each; a mirror that serves more (a link to /dev/zero) is stopped.
+MAX_FILE_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -102,18 +105,14 @@ def _fetch(remote: RemoteFile, url: str, target: Path, progress: bool) -> Path:
             logger.info("%s: present with the published %s; skipped", target, HASH_TYPE)
             return target
         logger.warning("%s: %s differs from the published one; fetching it again", target, HASH_TYPE)
-    part = target.with_name(target.name + PART_SUFFIX)
-    part.unlink(missing_ok=True)
+    if remote.md5 is None:
+        warnings.warn(f"{url}: no published {HASH_TYPE} checksum; the file is not verified", stacklevel=3)
     try:
-        download_url(url, part, hash_val=remote.md5, hash_type=HASH_TYPE, progress=progress)
-    except HashCheckError:
+        return fetch_url(url, target, HASH_TYPE, remote.md5, MAX_FILE_BYTES, progress)
+    except ChecksumMismatchError:
         raise DownloadError(
             f"{url}: {HASH_TYPE} checksum mismatch, expected {remote.md5}: the file is damaged or not the "
             f"published {remote.name}; nothing was replaced"
         ) from None
-    except (OSError, RuntimeError) as error:
-        raise DownloadError(f"{url}: download failed ({error})") from None
-    if not part.is_file():
-        raise DownloadError(f"{url}: download failed (nothing was written to {part})")
-    os.replace(part, target)
-    return target
+    except FetchError as error:
+        raise DownloadError(str(error)) from None

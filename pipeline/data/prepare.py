@@ -31,6 +31,7 @@ from pipeline.data.split import (
     split_by_patient,
 )
 from pipeline.data.validation import BINARIZED_MASK_DIR, binarize_masks, inspect_slices, read_pair
+from pipeline.inference.discovery import not_a_regular_file
 from pipeline.outputs import own_subfolder
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,8 @@ def _read_folds(
                 [f"{table.path if table else layout.root}: --folds meta needs a --meta table with a 'fold' column"]
             )
         return {slice_id: row.fold for slice_id, row in table.rows.items()}, str(table.path)
+    if Path(folds).exists() and (kind := not_a_regular_file(Path(folds))):
+        raise DatasetError([f"{folds}: not a regular file ({kind}); it is not opened"])
     try:
         cvind = read_cvind(Path(folds))
     except (FigshareFormatError, OSError) as error:

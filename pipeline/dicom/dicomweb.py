@@ -82,12 +82,18 @@ def read_credentials(auth_file: Path | None = None) -> Credentials | None:
         source = str(auth_file)
         try:
             mode = auth_file.stat().st_mode
-            text = auth_file.read_text(encoding="utf-8").split("\n", 1)[0].strip()
         except OSError as error:
-            reason = error.strerror or error
-            raise DicomwebError(f"{auth_file}: cannot read the DICOMweb credentials ({reason})") from None
+            raise DicomwebError(f"{auth_file}: cannot read the DICOMweb credentials ({error.strerror})") from None
+        # Checked before it is read: a pipe or a device is never opened.
+        if not stat.S_ISREG(mode):
+            raise DicomwebError(f"{auth_file}: not a regular file; it is not opened")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise DicomwebError(f"{auth_file}: other users may read these credentials; chmod 600 it")
+        try:
+            text = auth_file.read_text(encoding="utf-8").split("\n", 1)[0].strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not UTF-8 text"
+            raise DicomwebError(f"{auth_file}: cannot read the DICOMweb credentials ({reason})") from None
     elif os.environ.get(AUTH_ENV):
         source, text = f"${AUTH_ENV}", os.environ[AUTH_ENV].strip()
     else:

@@ -15,16 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from monai.apps.utils import HashCheckError, check_hash, download_url
+from monai.apps.utils import check_hash
 from monai.bundle import ConfigParser
 
 from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.data.fetch import ChecksumMismatchError, FetchError, fetch_url
 from pipeline.export.errors import BundleExportError
 from pipeline.export.package import digest_of, sha256_of
+from pipeline.outputs import output_path, own_subfolder
 
 LARGE_FILES = "large_files.yml"
 ENTRY_KEYS = ("path", "url", "hash_val", "hash_type")
 HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
+# The bundle's weights are some tens of MB; a URL that serves more (a link to /dev/zero) is stopped.
+MAX_WEIGHTS_BYTES = 2 << 30
 
 
 def read_large_files(bundle_dir: Path) -> list[dict[str, str]]:
@@ -85,37 +89,46 @@ def refresh_large_file_hashes(bundle_dir: Path) -> None:
 
 
 def fetch_large_files(bundle_dir: Path) -> list[Path]:
-    """Download every file of ``bundle_dir/large_files.yml`` that is missing or fails its hash; return all paths.
+    """Download every file of ``bundle_dir/large_files.yml`` that is missing; return all their paths.
 
-    ``monai.apps.utils.download_url`` downloads to a temporary file, checks the hash and only then moves it in
-    place, so an interrupted or corrupted download never leaves a usable-looking file. ``file://`` URLs work.
-    MONAI's ``monai.bundle.download_large_files`` makes the same ``download_url`` calls; this loop is kept for
-    what it adds: an entry without a URL (weights shipped in the repository) and a failed download or hash each
-    end in one line naming the file and what to do, instead of MONAI's exception.
+    Each file is streamed into ``<name>.part`` beside its place in the bundle (``pipeline.data.fetch``), at most
+    ``MAX_WEIGHTS_BYTES``, and renamed into place only once its hash is the listed one, so an interrupted or
+    corrupted download never leaves a usable-looking file, nor anything outside the bundle. ``file://`` URLs work;
+    one naming no regular file (a named pipe, a device) is refused before it is opened. Every listed path is
+    checked before anything is written: its folders must be the bundle's own (no link, ``own_subfolder``) and the
+    path must stay inside the bundle. An entry without a URL (weights shipped in the repository), a present file
+    with another hash, a failed download or a wrong hash each end in one line naming the file and what to do.
     """
-    fetched = []
-    for entry in read_large_files(bundle_dir):
-        target = bundle_dir / entry["path"]
-        if target.is_file() and not check_hash(target, entry["hash_val"], entry["hash_type"]):
-            raise BundleExportError(
-                f"{target}: exists but its {entry['hash_type']} differs from {LARGE_FILES}; move it away to fetch again"
-            )
-        if not entry["url"] and not target.is_file():
+    entries = read_large_files(bundle_dir)
+    targets = [_listed_target(bundle_dir, entry["path"]) for entry in entries]
+    for entry, target in zip(entries, targets, strict=True):
+        if target.is_file():
+            if not check_hash(target, entry["hash_val"], entry["hash_type"]):
+                raise BundleExportError(
+                    f"{target}: exists but its {entry['hash_type']} differs from {LARGE_FILES}; "
+                    "move it away to fetch again"
+                )
+            continue
+        if not entry["url"]:
             raise BundleExportError(
                 f"{target}: missing, and {LARGE_FILES} lists no URL for it; weights that ship inside the repository "
                 "come back with `git checkout -- <path>`"
             )
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            download_url(
-                url=entry["url"],
-                filepath=target,
-                hash_val=entry["hash_val"],
-                hash_type=entry["hash_type"],
-                progress=False,
-            )
-        except HashCheckError as error:
-            raise BundleExportError(f"{entry['url']}: {entry['hash_type']} differs from {LARGE_FILES}") from error
-        except OSError as error:
-            raise BundleExportError(f"{entry['url']}: cannot download to {target} ({error})") from error
-        fetched.append(target)
-    return fetched
+            fetch_url(entry["url"], target, entry["hash_type"], entry["hash_val"], MAX_WEIGHTS_BYTES)
+        except ChecksumMismatchError:
+            raise BundleExportError(
+                f"{entry['url']}: {entry['hash_type']} differs from {LARGE_FILES}; {target} was not written"
+            ) from None
+        except FetchError as error:
+            raise BundleExportError(str(error)) from None
+    return targets
+
+
+def _listed_target(bundle_dir: Path, relative: str) -> Path:
+    """Where the listed ``relative`` path lands: through folders of the bundle's own, never a link, inside it."""
+    folders = Path(relative).parent.parts
+    if folders:
+        own_subfolder(bundle_dir, *folders)
+    return output_path(bundle_dir, relative)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
+from pipeline.inference.discovery import not_a_regular_file
 from pipeline.inference.record import RECORD_NAME, WRITTEN
 from pipeline.user_errors import UserError
 
@@ -56,6 +57,8 @@ def read_runs(folders: Sequence[Path]) -> list[EnsembleRun]:
         probabilities = {str(path.relative_to(folder)): path for path in sorted(folder.rglob(f"*{PROBABILITY_SUFFIX}"))}
         if not probabilities:
             raise UserError(f"{folder}: holds no *{PROBABILITY_SUFFIX}; write them with infer --save-probabilities")
+        if (folder / RECORD_NAME).exists() and (kind := not_a_regular_file(folder / RECORD_NAME)):
+            raise UserError(f"{folder / RECORD_NAME}: not a regular file ({kind}); it is not opened")
         try:
             record = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
             if not isinstance(record.get("inputs"), list):

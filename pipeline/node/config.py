@@ -148,8 +148,9 @@ def load_node_config(path: str | Path) -> NodeConfig:
 def _read(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise NodeConfigError(f"{path}: cannot read the node's config ({error.strerror or error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise NodeConfigError(f"{path}: cannot read the node's config ({reason})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,16 +64,26 @@ def output_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
 
 
 def _open_lock_file(path: Path):
-    if path.is_dir() or (path.exists() and not path.is_file()):
-        raise OutputFolderBusyError(
-            f"{path}: the output folder's lock file is not a regular file; remove it, or choose another output folder"
-        )
+    """Open the lock file itself: never a file a link (symbolic or hard) leads to, which the lock would empty."""
     try:
-        return open(path, "a+", encoding="utf-8")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
     except OSError as error:
+        what = {errno.ELOOP: "a link", errno.EISDIR: "not a regular file"}.get(error.errno)  # ELOOP: O_NOFOLLOW
+        if what:
+            raise OutputFolderBusyError(
+                f"{path}: the output folder's lock file is {what}; remove it, or choose another output folder"
+            ) from None
         raise OutputFolderBusyError(
             f"{path}: cannot open the output folder's lock ({error.strerror or error})"
         ) from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(status.st_mode) else "a file with other names (a hard link)"
+        raise OutputFolderBusyError(
+            f"{path}: the output folder's lock file is {what}; remove it, or choose another output folder"
+        )
+    return os.fdopen(fd, "r+", encoding="utf-8")
 
 
 def _still_named(path: Path, handle) -> bool:
@@ -89,10 +101,13 @@ def lock_holder(folder: str | os.PathLike) -> int | None:
     lock file left behind is not held)."""
     path = Path(folder) / LOCK_NAME
     try:
-        handle = open(path, encoding="utf-8")
+        # Not a link, and never blocking on a named pipe planted in its place.
+        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8")
     except OSError:
         return None
     with handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -20,6 +20,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRIm
 from pipeline.atomic import atomic_path
 from pipeline.data.errors import DatasetError
 from pipeline.data.tumor_types import TUMOR_TYPES
+from pipeline.outputs import own_subfolder
 from pipeline.phantoms.defaults import MIN_SIZE
 from pipeline.phantoms.slices import PhantomPatient, patient_slices, phantom_cohort
 
@@ -37,7 +38,9 @@ def write_phantom_series(out_dir: Path, patients: int, slices: int, size: int, s
 
     Files go to ``<out_dir>/<PatientID>/<SeriesNumber>/<InstanceNumber>.dcm`` (Explicit VR Little Endian),
     each written atomically. Refuses (with a ``DatasetError``) a folder that already holds .dcm files, so no
-    user file is overwritten. Returns the files, patient after patient, in instance order.
+    user file is overwritten, and (with ``UnsafeOutputPathError``, before anything is written) a patient or series
+    folder that is a link: PatientIDs follow from the seed, so such a link can be planted in advance. Returns the
+    files, patient after patient, in instance order.
     """
     out = Path(out_dir)
     if patients < 1 or slices < 1 or size < MIN_SIZE:
@@ -47,8 +50,10 @@ def write_phantom_series(out_dir: Path, patients: int, slices: int, size: int, s
         )
     if out.is_dir() and any(out.rglob("*.dcm")):
         raise DatasetError([f"{out}: already holds .dcm files; choose an empty or new folder"])
+    cohort = phantom_cohort(patients, seed)
+    folders = [own_subfolder(out, patient.pid, str(SERIES_NUMBER)) for patient in cohort]
     written: list[Path] = []
-    for index, patient in enumerate(phantom_cohort(patients, seed)):
+    for index, (patient, folder) in enumerate(zip(cohort, folders)):
         images = [image for image, _ in patient_slices(seed, index, patient.tumor_type, slices, size)]
 
         key = (seed, patients, slices, size, index)
@@ -60,7 +65,6 @@ def write_phantom_series(out_dir: Path, patients: int, slices: int, size: int, s
         )
         geometry = _stack_geometry(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, index))), size)
         window = np.percentile(np.stack(images), [1.0, 99.5])
-        folder = out / patient.pid / str(SERIES_NUMBER)
         for number, image in enumerate(images, start=1):
             dataset = _instance(study, geometry, image, number, slices, window, _uid(*key, "instance", number))
             path = folder / f"{number}.dcm"

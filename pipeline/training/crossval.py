@@ -4,13 +4,15 @@ Fold K validates and the other folds train. Each fold lives in its own folder be
 
     fold_K/datalist.json      fold K as the validation list, the others as the training list (``prepare``)
     fold_K/models/            the training's checkpoints (``ckpt_dir``): best model.pt, latest state, definition
-    fold_K/eval/              the training's learning curve (``output_dir``)
+    fold_K/eval/              the training's learning curve (``output_dir``) and TensorBoard log (``tensorboard/``)
     fold_K/final/             the final epoch's weights and their definition: the fold's model
     fold_K/validation/        that model scored on fold K by ``evaluate`` (per slice, type and patient)
 
 The fold's model is the last epoch's, not the epoch that scored best on fold K: choosing an epoch on the very
 slices the fold is scored on would flatter the cross-validation figures. A stopped run resumes from its latest
-checkpoint; a fold whose ``final`` and ``validation`` exist is done and left alone.
+checkpoint; a fold whose ``final`` and ``validation`` exist is done and left alone. A folder a fold writes into that
+is a link or lies below one is refused (``own_subfolder``), and files are written atomically (a link planted on a
+file is replaced, never followed), so a link planted in the run folder never leads the fold's files onto others.
 """
 
 from __future__ import annotations
@@ -27,22 +29,41 @@ import torch
 from pipeline.atomic import atomic_path
 from pipeline.checkpoints import MODEL_CONFIG_FILE, latest_checkpoints, load_checkpoint
 from pipeline.data.datalist import DATALIST_NAME
+from pipeline.outputs import own_subfolder
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
+CHECKPOINT_DIR = "models"
+TRAINING_OUTPUT_DIR = "eval"
+TENSORBOARD_DIR = "tensorboard"  # below the training output: the bundle's ``log_dir`` (train.json)
+MODEL_DIR = "final"
+VALIDATION_DIR = "validation"
+# Every folder of a fold that the fold's training, extraction and scoring write into, below ``fold_K``.
+WRITTEN_FOLDERS = (
+    (CHECKPOINT_DIR,),
+    (TRAINING_OUTPUT_DIR,),
+    (TRAINING_OUTPUT_DIR, TENSORBOARD_DIR),
+    (MODEL_DIR,),
+    (VALIDATION_DIR,),
+)
 
 
 @dataclass(frozen=True)
 class FoldPaths:
-    """The folders of fold ``fold`` below the cross-validation folder ``root``."""
+    """The folders of fold ``fold`` below the cross-validation folder ``root``, each refused (``own_subfolder``)
+    when it is a link, lies below one or is a file."""
 
     root: Path
     fold: int
 
     @property
+    def name(self) -> str:
+        return f"fold_{self.fold}"
+
+    @property
     def folder(self) -> Path:
-        return self.root / f"fold_{self.fold}"
+        return own_subfolder(self.root, self.name)
 
     @property
     def datalist(self) -> Path:
@@ -50,19 +71,25 @@ class FoldPaths:
 
     @property
     def checkpoints(self) -> Path:
-        return self.folder / "models"
+        return own_subfolder(self.root, self.name, CHECKPOINT_DIR)
 
     @property
     def training_output(self) -> Path:
-        return self.folder / "eval"
+        return own_subfolder(self.root, self.name, TRAINING_OUTPUT_DIR)
 
     @property
     def model_dir(self) -> Path:
-        return self.folder / "final"
+        return own_subfolder(self.root, self.name, MODEL_DIR)
 
     @property
     def validation(self) -> Path:
-        return self.folder / "validation"
+        return own_subfolder(self.root, self.name, VALIDATION_DIR)
+
+    def require_own_folders(self) -> None:
+        """Refuse, with ``UnsafeOutputPathError`` in one line naming it, a fold folder or a folder the fold writes
+        into that is a link, lies below one or is a file: the fold's files would land wherever it leads."""
+        for parts in WRITTEN_FOLDERS:
+            own_subfolder(self.root, self.name, *parts)
 
     @property
     def trained(self) -> bool:
@@ -90,8 +117,8 @@ def extract_final_model(fold: FoldPaths) -> Path:
     if not found:
         raise FileNotFoundError(f"{fold.checkpoints}: no latest checkpoint to take the fold's final weights from")
     state = load_checkpoint(found[-1], map_location="cpu")
-    fold.model_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(fold.checkpoints / MODEL_CONFIG_FILE, fold.model_dir / MODEL_CONFIG_FILE)
+    with atomic_path(fold.model_dir / MODEL_CONFIG_FILE) as tmp:  # replaces a link planted there, never follows it
+        shutil.copyfile(fold.checkpoints / MODEL_CONFIG_FILE, tmp)
     target = fold.model_dir / MODEL_FILE
     with atomic_path(target) as tmp:
         torch.save({"model": state["model"]}, tmp)
@@ -111,6 +138,7 @@ def run_crossval(
     finished training: a fold whose latest checkpoint has reached it is extracted without training again.
     """
     for fold in folds:
+        fold.require_own_folders()  # again before each fold: the folds before it ran for hours
         if not fold.trained:
             found = latest_checkpoints(fold.checkpoints)
             done = found and _epoch_of(found[-1]) >= epochs
