@@ -1,7 +1,11 @@
 """Shared fixtures: the real data under ../shared/data, skipped cleanly where it is absent."""
 
 import logging
+import os
+import resource
+import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -52,3 +56,24 @@ def log_handlers_on_open_streams():
             if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
                 handler.stream = sys.stdout  # setStream would flush the closed one first
     yield
+
+
+def _limit_written_bytes() -> None:
+    """In the child: writing more than 64 MiB into any one file ends the process."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+
+
+@pytest.fixture
+def bounded_child(tmp_path: Path) -> Callable[[Sequence[str]], subprocess.CompletedProcess]:
+    """Run a command in a child with a 60 s deadline, a 64 MiB file size limit and ``tmp_path`` as its TMPDIR.
+
+    For commands that, when broken, read a pipe for ever or copy ``/dev/zero`` without end.
+    """
+
+    def run(command: Sequence[str]) -> subprocess.CompletedProcess:
+        environment = {**os.environ, "TMPDIR": str(tmp_path)}
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=60, env=environment, preexec_fn=_limit_written_bytes
+        )
+
+    return run

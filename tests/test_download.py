@@ -3,8 +3,6 @@
 import hashlib
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -134,7 +132,7 @@ def test_download_command_refuses_files_that_differ_from_the_published_ones(mirr
 
 
 @pytest.mark.parametrize("kind", ["pipe", "device", "folder"])
-def test_a_mirror_entry_that_is_no_regular_file_is_refused_before_reading(tmp_path, kind):
+def test_a_mirror_entry_that_is_no_regular_file_is_refused_before_reading(tmp_path, kind, bounded_child):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     remote = FIGSHARE_FILES[-1]
@@ -235,13 +233,8 @@ def test_a_download_shows_its_progress_in_lines_when_asked(mirror, table, tmp_pa
     assert lines and lines[-1] == "cvind.mat: 100%"
 
 
-def limit_written_bytes() -> None:
-    """In the child: writing more than 64 MiB into any one file ends the process."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
-
-
 @pytest.mark.parametrize("kind", ["pipe", "device"])
-def test_a_file_url_mirror_naming_no_regular_file_is_refused_before_reading(tmp_path, kind):
+def test_a_file_url_mirror_naming_no_regular_file_is_refused_before_reading(tmp_path, kind, bounded_child):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     entry = mirror / FIGSHARE_FILES[0].name
@@ -253,10 +246,7 @@ def test_a_file_url_mirror_naming_no_regular_file_is_refused_before_reading(tmp_
     command = [sys.executable, "-m", "pipeline", "download", "--out", str(out), "--mirror", mirror.as_uri()]
     # In a child with a deadline and a file size limit: before the check, a pipe blocked for ever and /dev/zero
     # was written into the temporary folder without end.
-    environment = {**os.environ, "TMPDIR": str(tmp_path)}
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=60, env=environment, preexec_fn=limit_written_bytes
-    )
+    result = bounded_child(command)
     expected = "a named pipe" if kind == "pipe" else "a character device"
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
