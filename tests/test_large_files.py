@@ -74,7 +74,7 @@ def test_weights_larger_than_the_bound_are_refused_in_one_line(bundle, monkeypat
 
 
 @pytest.mark.parametrize("kind", ["pipe", "device"])
-def test_a_file_url_naming_no_regular_file_is_refused_before_reading(bundle, hosted, tmp_path, kind, bounded_child):
+def test_a_file_url_naming_no_regular_file_is_refused_before_reading(bundle, hosted, kind, bounded_child):
     source = hosted / "model.pt"
     source.unlink()
     if kind == "pipe":
